@@ -1,0 +1,69 @@
+# The one command surface. `make run` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .local/tools
+# MiniStack pins botocore exactly and SAM CLI pins its own ranges: each gets its own virtual environment.
+MINISTACK_VERSION := 1.5.33
+SAM_CLI_VERSION := 1.170.0
+SAM := $(TOOLS)/sam/bin/sam
+MINISTACK := $(TOOLS)/ministack/bin/ministack
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: run test test-unit test-integration test-e2e lint format validate build check clean
+
+$(BIN)/aitasks: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(MINISTACK):
+	$(PYTHON) -m venv $(TOOLS)/ministack
+	$(TOOLS)/ministack/bin/pip install --quiet 'ministack[full]==$(MINISTACK_VERSION)'
+
+$(SAM):
+	$(PYTHON) -m venv $(TOOLS)/sam
+	$(TOOLS)/sam/bin/pip install --quiet 'aws-sam-cli==$(SAM_CLI_VERSION)'
+
+tools: $(BIN)/aitasks $(MINISTACK) $(SAM)
+
+## run: the whole stack on this machine (embedded PostgreSQL or DATABASE_URL, MiniStack, sam build + deploy)
+run: tools
+	$(BIN)/aitasks local up
+
+## test: unit, integration (real PostgreSQL, moto) and end-to-end (the local stack over HTTP)
+test: tools
+	$(BIN)/pytest
+
+test-unit: $(BIN)/aitasks
+	$(BIN)/pytest tests/unit
+
+test-integration: $(BIN)/aitasks
+	$(BIN)/pytest tests/integration
+
+test-e2e: tools
+	$(BIN)/pytest tests/e2e
+
+lint: $(BIN)/aitasks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(BIN)/aitasks
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+validate: $(SAM)
+	$(SAM) validate --lint
+
+build: $(SAM)
+	$(SAM) build --parameter-overrides Architecture=$$(uname -m | sed -e 's/aarch64/arm64/')
+
+## check: everything CI runs
+check: lint validate test
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""REQUEST Lambda authorizer: `Authorization: Bearer <key>` -> the key's tenant, in the authorizer context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import event_source
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerRequestEvent,
+    APIGatewayAuthorizerResponse,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aitasks import bootstrap
+from aitasks.domain.errors import UnauthorizedError
+from aitasks.http.context import TENANT_KEY
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+@event_source(data_class=APIGatewayAuthorizerRequestEvent)
+def lambda_handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict[str, Any]:
+    try:
+        tenant = bootstrap.authenticate()(event.headers.get("Authorization"))
+    except UnauthorizedError:
+        logger.info("request denied: no valid API key")
+        # The exact message "Unauthorized" is what makes API Gateway answer 401 (cached like any result).
+        raise Exception("Unauthorized") from None  # noqa: TRY002
+    arn = event.parsed_arn
+    policy = APIGatewayAuthorizerResponse(
+        principal_id=tenant, region=arn.region, aws_account_id=arn.aws_account_id, api_id=arn.api_id,
+        stage=arn.stage, context={TENANT_KEY: tenant},
+    )
+    # One allow for every route: API Gateway caches the result per key for all routes of the API.
+    policy.allow_all_routes()
+    return policy.asdict()

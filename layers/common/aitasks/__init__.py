@@ -1,0 +1,1 @@
+"""aitasks: asynchronous AI tasks on AWS serverless."""

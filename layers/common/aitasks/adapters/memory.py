@@ -1,0 +1,129 @@
+"""In-memory fakes of the ports, for unit tests. The contract tests run them beside the Postgres adapters, so
+they cannot drift from the real thing."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
+
+from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, sources_of
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    task_id: UUID
+    event_type: str
+    attempt_no: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordedAttempt:
+    task_id: UUID
+    attempt_no: int
+    status: str
+
+
+class InMemoryTaskRepository:
+    def __init__(self) -> None:
+        self.tasks: dict[UUID, Task] = {}
+        self.attempts: list[RecordedAttempt] = []
+        self.events: list[RecordedEvent] = []
+        self._lock = threading.Lock()
+
+    def _event(self, task: Task, status: TaskStatus) -> None:
+        self.events.append(RecordedEvent(task.id, EVENT_FOR_STATUS[status], task.attempt_count))
+
+    def add(self, task: Task) -> Task:
+        with self._lock:
+            if task.idempotency_key is not None and any(
+                t.tenant_id == task.tenant_id and t.idempotency_key == task.idempotency_key for t in self.tasks.values()
+            ):
+                raise ValueError("idempotency key already used by this tenant")
+            self.tasks[task.id] = task
+            self._event(task, TaskStatus.CREATED)
+            self._event(task, TaskStatus.QUEUED)
+            return task
+
+    def get(self, tenant_id: TenantId, task_id: UUID) -> Task | None:
+        task = self.tasks.get(task_id)
+        return task if task is not None and task.tenant_id == tenant_id else None
+
+    def claim(self, task_id: UUID, *, locked_by: str, lease_until: datetime, now: datetime) -> Task | None:
+        with self._lock:
+            task = self.tasks.get(task_id)
+            runnable = (TaskStatus.QUEUED, TaskStatus.FAILED)
+            if task is None or task.status not in runnable or task.available_at > now or task.cancel_requested_at:
+                return None
+            claimed = dataclasses.replace(
+                task,
+                status=TaskStatus.RUNNING,
+                locked_by=locked_by,
+                locked_until=lease_until,
+                attempt_count=task.attempt_count + 1,
+                updated_at=now,
+            )
+            self.tasks[task_id] = claimed
+            self.attempts.append(RecordedAttempt(task_id, claimed.attempt_count, "running"))
+            self._event(claimed, TaskStatus.RUNNING)
+            return claimed
+
+    def succeed(self, task_id: UUID, *, locked_by: str, attempt_no: int, now: datetime) -> Task | None:
+        with self._lock:
+            task = self.tasks.get(task_id)
+            if (
+                task is None
+                or task.status not in sources_of(TaskStatus.SUCCEEDED)
+                or task.locked_by != locked_by
+                or task.attempt_count != attempt_no
+            ):
+                return None
+            done = task.transition(TaskStatus.SUCCEEDED, now, locked_by=None, locked_until=None, last_error=None)
+            self.tasks[task_id] = done
+            self.attempts = [
+                dataclasses.replace(a, status="succeeded")
+                if (a.task_id, a.attempt_no, a.status) == (task_id, attempt_no, "running")
+                else a
+                for a in self.attempts
+            ]
+            self._event(done, TaskStatus.SUCCEEDED)
+            return done
+
+
+class InMemoryApiKeyRepository:
+    def __init__(self) -> None:
+        self.keys: dict[UUID, tuple[TenantId, bytes, bool]] = {}
+
+    def add(self, *, tenant_id: TenantId, name: str, key_hash: bytes, now: datetime) -> UUID:
+        key_id = uuid4()
+        self.keys[key_id] = (tenant_id, key_hash, False)
+        return key_id
+
+    def tenant_for(self, key_hash: bytes) -> TenantId | None:
+        return next((t for t, h, revoked in self.keys.values() if h == key_hash and not revoked), None)
+
+    def revoke(self, key_id: UUID, *, now: datetime) -> bool:
+        entry = self.keys.get(key_id)
+        if entry is None or entry[2]:
+            return False
+        self.keys[key_id] = (entry[0], entry[1], True)
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SentMessage:
+    task_id: UUID
+    attempt_no: int
+    delay_s: int
+
+
+class InMemoryWorkQueue:
+    def __init__(self) -> None:
+        self.sent: list[SentMessage] = []
+
+    def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None:
+        self.sent.append(SentMessage(task_id, attempt_no, delay_s))

@@ -1,0 +1,193 @@
+"""Postgres adapters on psycopg 3: named queries from .sql files, a lazily opened connection, the repositories."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from importlib import resources
+from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID, uuid4
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from aitasks.domain.errors import DependencyUnavailableError
+from aitasks.domain.task import Task, TaskStatus, TenantId
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from datetime import datetime
+
+    from psycopg.rows import DictRow
+
+logger = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[dict[str, Any]]
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Split a .sql file into its `-- name: x` queries; the SQL text is kept exactly as written."""
+    parts = _NAME.split(text)
+    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+@functools.cache
+def queries(module: str) -> dict[str, str]:
+    """The named queries of adapters/sql/<module>.sql, read once per process."""
+    return parse_queries(resources.files("aitasks.adapters").joinpath("sql", f"{module}.sql").read_text())
+
+
+def connect(url: str, *, application_name: str = "aitasks", connect_timeout: int = 5) -> Connection:
+    """A new autocommit connection (each statement commits on its own; multi-statement work uses transaction())."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            row_factory=dict_row,
+            application_name=application_name,
+            connect_timeout=connect_timeout,
+        )
+    except psycopg.OperationalError as exc:
+        raise DependencyUnavailableError("database") from exc
+
+
+class ConnectionProvider:
+    """One connection per process (per Lambda environment), opened on first use and reopened when it broke.
+
+    `url` is a callable so the secret behind it is only read when a connection is actually needed.
+    """
+
+    def __init__(self, url: Callable[[], str], *, application_name: str = "aitasks") -> None:
+        self._url = url
+        self._application_name = application_name
+        self._conn: Connection | None = None
+
+    def __call__(self) -> Connection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                logger.warning("database connection lost; reconnecting")
+                conn.close()
+            conn = self._conn = connect(self._url(), application_name=self._application_name)
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _Repository:
+    _module: str
+
+    def __init__(self, connection: Callable[[], Connection]) -> None:
+        self._connection = connection
+
+    def _fetchone(self, query: str, params: Mapping[str, Any]) -> DictRow | None:
+        sql = queries(self._module)[query]
+        try:
+            with self._connection().cursor() as cur:
+                # The SQL text is one of our .sql files, never assembled from input: values go in as parameters.
+                return cur.execute(cast("Any", sql), params).fetchone()
+        except psycopg.OperationalError as exc:
+            raise DependencyUnavailableError("database") from exc
+
+
+def _task(row: Mapping[str, Any] | None) -> Task | None:
+    if row is None:
+        return None
+    return Task(
+        id=row["id"],
+        tenant_id=TenantId(row["tenant_id"]),
+        type=row["type"],
+        priority=row["priority"],
+        status=TaskStatus(row["status"]),
+        payload=row["payload"],
+        max_attempts=row["max_attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        available_at=row["available_at"],
+        scheduled_at=row["scheduled_at"],
+        idempotency_key=row["idempotency_key"],
+        attempt_count=row["attempt_count"],
+        locked_by=row["locked_by"],
+        locked_until=row["locked_until"],
+        last_error=row["last_error"],
+        cancel_requested_at=row["cancel_requested_at"],
+    )
+
+
+class PostgresTaskRepository(_Repository):
+    _module = "tasks"
+
+    def add(self, task: Task) -> Task:
+        row = self._fetchone(
+            "insert_task",
+            {
+                "id": task.id,
+                "tenant_id": task.tenant_id,
+                "type": task.type,
+                "priority": task.priority,
+                "payload": Jsonb(dict(task.payload)),
+                "idempotency_key": task.idempotency_key,
+                "scheduled_at": task.scheduled_at,
+                "available_at": task.available_at,
+                "max_attempts": task.max_attempts,
+                "now": task.created_at,
+            },
+        )
+        stored = _task(row)
+        assert stored is not None  # an INSERT ... RETURNING returns its row or raises
+        return stored
+
+    def get(self, tenant_id: TenantId, task_id: UUID) -> Task | None:
+        return _task(self._fetchone("get_task", {"tenant_id": tenant_id, "id": task_id}))
+
+    def claim(self, task_id: UUID, *, locked_by: str, lease_until: datetime, now: datetime) -> Task | None:
+        params = {"id": task_id, "locked_by": locked_by, "lease_until": lease_until, "now": now}
+        return _task(self._fetchone("claim_task", params))
+
+    def succeed(self, task_id: UUID, *, locked_by: str, attempt_no: int, now: datetime) -> Task | None:
+        params = {"id": task_id, "locked_by": locked_by, "attempt_no": attempt_no, "now": now}
+        return _task(self._fetchone("succeed_task", params))
+
+
+class PostgresApiKeyRepository(_Repository):
+    _module = "api_keys"
+
+    def add(self, *, tenant_id: TenantId, name: str, key_hash: bytes, now: datetime) -> UUID:
+        row = self._fetchone(
+            "insert_api_key", {"id": uuid4(), "tenant_id": tenant_id, "name": name, "key_hash": key_hash, "now": now}
+        )
+        assert row is not None
+        return cast("UUID", row["id"])
+
+    def tenant_for(self, key_hash: bytes) -> TenantId | None:
+        row = self._fetchone("tenant_for_key", {"key_hash": key_hash})
+        return TenantId(row["tenant_id"]) if row else None
+
+    def revoke(self, key_id: UUID, *, now: datetime) -> bool:
+        return self._fetchone("revoke_api_key", {"id": key_id, "now": now}) is not None
+
+
+
+def database_url_from_secret(secret_id: str, *, max_age_s: int = 300) -> str:
+    """A libpq URL from a Secrets Manager secret in the RDS format, read through Powertools Parameters (cached)."""
+    from aws_lambda_powertools.utilities import parameters
+    from psycopg.conninfo import make_conninfo
+
+    secret = parameters.get_secret(secret_id, transform="json", max_age=max_age_s)
+    if not isinstance(secret, dict):
+        raise DependencyUnavailableError("database secret")
+    return make_conninfo(
+        host=secret["host"],
+        port=str(secret.get("port", 5432)),
+        user=secret["username"],
+        password=secret["password"],
+        dbname=secret.get("dbname", "postgres"),
+        sslmode=secret.get("sslmode", "require"),
+    )

@@ -1,0 +1,47 @@
+"""One root error with typed subclasses. The domain knows nothing of HTTP: http/problems.py maps these."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+
+class AitasksError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class IllegalTransitionError(AitasksError):
+    """A status change that the lifecycle table does not allow (or that lost a race to another actor)."""
+
+    def __init__(self, task_id: UUID | None, current: str, target: str) -> None:
+        super().__init__(f"task {task_id}: cannot go from {current} to {target}")
+        self.task_id = task_id
+        self.current = current
+        self.target = target
+
+
+class TaskNotFoundError(AitasksError):
+    """No such task for this tenant (another tenant's task is 'not found' too)."""
+
+    def __init__(self, task_id: UUID) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id
+
+
+class UnauthorizedError(AitasksError):
+    """Missing, unknown or revoked credentials."""
+
+
+class DependencyUnavailableError(AitasksError):
+    """A dependency (the database, a queue) cannot be reached right now; the caller may retry later."""
+
+    def __init__(self, dependency: str, retry_after_s: int = 5) -> None:
+        super().__init__(f"{dependency} is unavailable")
+        self.dependency = dependency
+        self.retry_after_s = retry_after_s
+
+
+class MigrationError(AitasksError):
+    """The schema migrations cannot be applied as they are."""

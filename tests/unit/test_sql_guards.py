@@ -1,0 +1,51 @@
+"""The guarded UPDATEs in adapters/sql/tasks.sql agree with the transition table of domain/task.py."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aitasks.adapters.postgres import parse_queries, queries
+from aitasks.domain.task import TaskStatus, require_path
+
+TASKS = queries("tasks")
+STATUS = "|".join(s.value for s in TaskStatus)
+
+
+def transitions(sql: str) -> list[list[TaskStatus]]:
+    return [
+        [TaskStatus(s.strip()) for s in line.split("->")]
+        for line in re.findall(r"^--\s*transition:\s*(.+)$", sql, re.MULTILINE)
+    ]
+
+
+def guarded_statements() -> list[str]:
+    return [name for name, sql in TASKS.items() if re.search(r"\bUPDATE tasks\b", sql)]
+
+
+def test_every_status_change_is_annotated() -> None:
+    assert guarded_statements(), "no guarded statements found"
+    for name in guarded_statements():
+        assert transitions(TASKS[name]), f"{name} changes a status but declares no transition"
+
+
+@pytest.mark.parametrize("name", guarded_statements())
+def test_the_where_names_exactly_the_allowed_sources_and_the_set_the_target(name: str) -> None:
+    sql = TASKS[name]
+    paths = transitions(sql)
+    for path in paths:
+        require_path(None, path[0], *path[1:])  # raises if the table forbids a step
+    update = sql[sql.index("UPDATE tasks") :]
+    where = update[update.index("WHERE") : update.index("RETURNING")]
+    guard = re.search(r"status IN \(([^)]*)\)", where)
+    assert guard, f"{name}: the UPDATE is not guarded by status IN (...)"
+    guarded = {TaskStatus(s) for s in re.findall(rf"'({STATUS})'", guard[1])}
+    assert guarded == {p[0] for p in paths}
+    target = re.search(rf"SET status = '({STATUS})'", update)
+    assert target and {TaskStatus(target[1])} == {p[-1] for p in paths}
+
+
+def test_queries_parse_by_name_and_keep_their_text() -> None:
+    parsed = parse_queries("-- name: a\nSELECT 1;\n\n-- name: b\n-- a comment\nSELECT %(x)s\n")
+    assert parsed == {"a": "SELECT 1", "b": "-- a comment\nSELECT %(x)s"}
