@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -90,8 +91,16 @@ def lambda_context() -> LambdaContext:
     return LambdaContext(aws_request_id=str(uuid.uuid4()))
 
 
+_load_lock = threading.Lock()
+
+
 def load_handler(name: str) -> Any:
     """Import functions/<name>/app.py as its own module, as Lambda does (every function's module is `app`)."""
+    with _load_lock:
+        return _load(name)
+
+
+def _load(name: str) -> Any:
     import importlib.util
     import pathlib
     import sys

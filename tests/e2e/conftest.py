@@ -1,0 +1,69 @@
+"""End-to-end: the whole local stack (`aitasks local up`, as `make run` starts it), driven over HTTP.
+
+If a stack is already up (port 4566 answers and .local/api_url is there) the tests use it and leave it running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+
+from aitasks.local_stack import port_taken
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).parents[2]
+LOCAL = ROOT / ".local"
+
+
+@dataclass(frozen=True)
+class Stack:
+    url: str
+    key: str
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+
+def _read() -> Stack:
+    return Stack((LOCAL / "api_url").read_text().strip(), (LOCAL / "api_key").read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    if port_taken(4566) and (LOCAL / "api_url").is_file():
+        running = _read()
+        if requests.get(f"{running.url}/health", timeout=10).ok:
+            yield running
+            return
+    (LOCAL / "api_url").unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    log = (LOCAL.mkdir(exist_ok=True) or LOCAL / "e2e-stack.out").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("aitasks")), "local", "up"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (LOCAL / "api_url").is_file():
+            if proc.poll() is not None:
+                pytest.fail(f"the local stack exited with {proc.returncode}: {(LOCAL / 'e2e-stack.out').read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail("the local stack did not come up within 300 s")
+            time.sleep(1)
+        yield _read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

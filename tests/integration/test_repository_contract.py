@@ -1,0 +1,135 @@
+"""One set of cases for the Postgres repository and the in-memory fake, so the fake cannot drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+
+from aitasks.adapters.memory import InMemoryTaskRepository
+from aitasks.adapters.postgres import PostgresTaskRepository
+from aitasks.domain.task import Task, TaskStatus, TenantId
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE = NOW + timedelta(minutes=2)
+A, B = TenantId("tenant-a"), TenantId("tenant-b")
+
+
+@dataclass
+class Subject:
+    repo: Any
+    events: Callable[[UUID], list[tuple[str, int]]]
+    attempts: Callable[[UUID], list[tuple[int, str]]]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def subject(request: pytest.FixtureRequest) -> Subject:
+    if request.param == "memory":
+        fake = InMemoryTaskRepository()
+        return Subject(
+            fake,
+            lambda tid: [(e.event_type, e.attempt_no) for e in fake.events if e.task_id == tid],
+            lambda tid: [(a.attempt_no, a.status) for a in fake.attempts if a.task_id == tid],
+        )
+    db = request.getfixturevalue("db")
+
+    def events(tid: UUID) -> list[tuple[str, int]]:
+        rows = db().execute(
+            "SELECT event_type, (payload->>'attemptNo')::int AS n FROM outbox_messages WHERE task_id = %s"
+            " ORDER BY occurred_at, (payload->>'attemptNo')::int, event_type = 'task.queued'",
+            (tid,),
+        )
+        return [(r["event_type"], r["n"]) for r in rows]
+
+    def attempts(tid: UUID) -> list[tuple[int, str]]:
+        rows = db().execute("SELECT attempt_no, status FROM task_attempts WHERE task_id = %s ORDER BY 1", (tid,))
+        return [(r["attempt_no"], r["status"]) for r in rows]
+
+    return Subject(PostgresTaskRepository(db), events, attempts)
+
+
+def submit(tenant: TenantId = A, **kwargs: Any) -> Task:
+    return Task.submit(tenant_id=tenant, type="chat", payload={"prompt": "hello", "context": {"k": [1]}}, now=NOW,
+                       **kwargs)
+
+
+def test_add_then_get_round_trips_and_announces_created_and_queued(subject: Subject) -> None:
+    task = submit(priority=2, max_attempts=5, scheduled_at=NOW + timedelta(hours=1), idempotency_key="k1")
+    stored = subject.repo.add(task)
+    assert stored == task
+    assert subject.repo.get(A, task.id) == task
+    assert subject.events(task.id) == [("task.created", 0), ("task.queued", 0)]
+
+
+def test_another_tenant_never_sees_the_task(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    assert subject.repo.get(B, task.id) is None
+    assert subject.repo.get(A, uuid4()) is None
+
+
+def test_a_claim_leases_the_task_opens_attempt_one_and_says_started(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    claimed = subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    assert claimed is not None
+    assert (claimed.status, claimed.locked_by, claimed.locked_until, claimed.attempt_count) == (
+        TaskStatus.RUNNING, "run-1", LEASE, 1)
+    assert subject.attempts(task.id) == [(1, "running")]
+    assert subject.events(task.id)[-1] == ("task.started", 1)
+
+
+def test_a_second_claim_of_the_same_task_gets_nothing(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    assert subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    assert subject.repo.claim(task.id, locked_by="run-2", lease_until=LEASE, now=NOW) is None
+    assert subject.repo.get(A, task.id).locked_by == "run-1"
+    assert subject.attempts(task.id) == [(1, "running")]
+
+
+def test_a_task_scheduled_later_or_unknown_cannot_be_claimed(subject: Subject) -> None:
+    later = subject.repo.add(submit(scheduled_at=NOW + timedelta(minutes=20)))
+    assert subject.repo.claim(later.id, locked_by="r", lease_until=LEASE, now=NOW) is None
+    assert subject.repo.claim(uuid4(), locked_by="r", lease_until=LEASE, now=NOW) is None
+    due = subject.repo.claim(later.id, locked_by="r", lease_until=LEASE, now=NOW + timedelta(minutes=21))
+    assert due is not None
+
+
+def test_success_is_fenced_by_the_lease_holder_and_the_attempt(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    assert subject.repo.succeed(task.id, locked_by="someone-else", attempt_no=1, now=NOW) is None
+    assert subject.repo.succeed(task.id, locked_by="run-1", attempt_no=2, now=NOW) is None
+    assert subject.repo.get(A, task.id).status is TaskStatus.RUNNING
+    done = subject.repo.succeed(task.id, locked_by="run-1", attempt_no=1, now=NOW + timedelta(seconds=3))
+    assert done is not None
+    assert (done.status, done.locked_by, done.locked_until) == (TaskStatus.SUCCEEDED, None, None)
+    assert subject.attempts(task.id) == [(1, "succeeded")]
+    assert subject.events(task.id)[-1] == ("task.succeeded", 1)
+    # Finished: neither a late success nor a redelivered message does anything more.
+    assert subject.repo.succeed(task.id, locked_by="run-1", attempt_no=1, now=NOW) is None
+    assert subject.repo.claim(task.id, locked_by="run-3", lease_until=LEASE, now=NOW) is None
+    assert len(subject.events(task.id)) == 4
+
+
+def test_one_idempotency_key_per_tenant(subject: Subject) -> None:
+    subject.repo.add(submit(idempotency_key="same"))
+    subject.repo.add(submit(tenant=B, idempotency_key="same"))  # another tenant may use it
+    with pytest.raises((psycopg.errors.UniqueViolation, ValueError)):
+        subject.repo.add(submit(idempotency_key="same"))
+
+
+def test_the_database_allows_one_running_attempt_per_task(db) -> None:
+    repo = PostgresTaskRepository(db)
+    task = repo.add(submit())
+    repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="task_attempts_one_running_idx"):
+        db().execute(
+            "INSERT INTO task_attempts (id, task_id, attempt_no, status, started_at) VALUES (%s, %s, 2, 'running', %s)",
+            (uuid4(), task.id, NOW),
+        )
