@@ -27,11 +27,15 @@ def lambda_handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaConte
     except UnauthorizedError:
         logger.info("request denied: no valid API key")
         # The exact message "Unauthorized" is what makes API Gateway answer 401 (cached like any result).
-        raise Exception("Unauthorized") from None  # noqa: TRY002
+        raise Exception("Unauthorized") from None
     arn = event.parsed_arn
     policy = APIGatewayAuthorizerResponse(
-        principal_id=tenant, region=arn.region, aws_account_id=arn.aws_account_id, api_id=arn.api_id,
-        stage=arn.stage, context={TENANT_KEY: tenant},
+        principal_id=tenant,
+        region=arn.region,
+        aws_account_id=arn.aws_account_id,
+        api_id=arn.api_id,
+        stage=arn.stage,
+        context={TENANT_KEY: tenant},
     )
     # One allow for every route: API Gateway caches the result per key for all routes of the API.
     policy.allow_all_routes()

@@ -49,8 +49,13 @@ def stack() -> Iterator[Stack]:
     (LOCAL / "api_url").unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     log = (LOCAL.mkdir(exist_ok=True) or LOCAL / "e2e-stack.out").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("aitasks")), "local", "up"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("aitasks")), "local", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (LOCAL / "api_url").is_file():

@@ -43,17 +43,20 @@ def test_a_task_is_created_read_back_and_picked_up_by_the_executor(stack: Stack)
 
 def test_no_valid_key_no_access(stack: Stack) -> None:
     for headers in ({}, stack.headers("ait_not-a-key")):
-        response = requests.post(f"{stack.url}/tasks", json={"type": "chat", "payload": {"prompt": "x"}},
-                                 headers=headers, timeout=30)
+        response = requests.post(
+            f"{stack.url}/tasks", json={"type": "chat", "payload": {"prompt": "x"}}, headers=headers, timeout=30
+        )
         assert response.status_code == 401
 
 
 def test_bad_input_is_a_problem_and_an_unknown_task_is_404(stack: Stack) -> None:
-    response = requests.post(f"{stack.url}/tasks", json={"type": "chat", "payload": {"prompt": ""}},
-                             headers=stack.headers(), timeout=30)
+    response = requests.post(
+        f"{stack.url}/tasks", json={"type": "chat", "payload": {"prompt": ""}}, headers=stack.headers(), timeout=30
+    )
     assert response.status_code == 422
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == "payload.prompt"
-    missing = requests.get(f"{stack.url}/tasks/00000000-0000-4000-8000-000000000000", headers=stack.headers(),
-                           timeout=30)
+    missing = requests.get(
+        f"{stack.url}/tasks/00000000-0000-4000-8000-000000000000", headers=stack.headers(), timeout=30
+    )
     assert missing.status_code == 404

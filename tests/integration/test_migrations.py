@@ -116,7 +116,7 @@ def test_a_failing_migration_rolls_back_whole(databases) -> None:
 def test_file_names_must_be_numbered(tmp_path: Path) -> None:
     (tmp_path / "0001_ok.sql").write_text("SELECT 1")
     (tmp_path / "second.sql").write_text("SELECT 1")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations(tmp_path)
 
 

@@ -56,8 +56,9 @@ def subject(request: pytest.FixtureRequest) -> Subject:
 
 
 def submit(tenant: TenantId = A, **kwargs: Any) -> Task:
-    return Task.submit(tenant_id=tenant, type="chat", payload={"prompt": "hello", "context": {"k": [1]}}, now=NOW,
-                       **kwargs)
+    return Task.submit(
+        tenant_id=tenant, type="chat", payload={"prompt": "hello", "context": {"k": [1]}}, now=NOW, **kwargs
+    )
 
 
 def test_add_then_get_round_trips_and_announces_created_and_queued(subject: Subject) -> None:
@@ -79,7 +80,11 @@ def test_a_claim_leases_the_task_opens_attempt_one_and_says_started(subject: Sub
     claimed = subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
     assert claimed is not None
     assert (claimed.status, claimed.locked_by, claimed.locked_until, claimed.attempt_count) == (
-        TaskStatus.RUNNING, "run-1", LEASE, 1)
+        TaskStatus.RUNNING,
+        "run-1",
+        LEASE,
+        1,
+    )
     assert subject.attempts(task.id) == [(1, "running")]
     assert subject.events(task.id)[-1] == ("task.started", 1)
 

@@ -62,9 +62,15 @@ def test_a_created_task_is_stored_queued_and_run_once_despite_redelivery(queue_u
 
     with connect_to(db) as conn:
         task = conn.execute("SELECT status, attempt_count FROM tasks WHERE id = %s", (task_id,)).fetchone()
-        attempts = conn.execute("SELECT attempt_no, status FROM task_attempts WHERE task_id = %s", (task_id,)).fetchall()
-        events = [r["event_type"] for r in conn.execute(
-            "SELECT event_type FROM outbox_messages WHERE task_id = %s ORDER BY occurred_at", (task_id,))]
+        attempts = conn.execute(
+            "SELECT attempt_no, status FROM task_attempts WHERE task_id = %s", (task_id,)
+        ).fetchall()
+        events = [
+            r["event_type"]
+            for r in conn.execute(
+                "SELECT event_type FROM outbox_messages WHERE task_id = %s ORDER BY occurred_at", (task_id,)
+            )
+        ]
     assert task == {"status": "succeeded", "attempt_count": 1}
     assert attempts == [{"attempt_no": 1, "status": "succeeded"}]
     assert sorted(events) == sorted(["task.created", "task.queued", "task.started", "task.succeeded"])
@@ -84,7 +90,7 @@ def test_a_scheduled_task_is_sent_with_a_delay(queue_url) -> None:
     assert receive_all(queue_url) == []  # delayed: not visible yet
 
 
-def connect_to(db: ConnectionProvider):  # noqa: ANN201 - a context manager over the provider's URL
+def connect_to(db: ConnectionProvider):
     return connect(db._url())
 
 
@@ -93,7 +99,7 @@ def test_a_broken_connection_is_replaced_on_next_use(db: ConnectionProvider) -> 
     pid = first.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
     with connect_to(db) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the first use after the kill fails and marks it broken
+    with pytest.raises(Exception):  # noqa: B017 - the first use after the kill fails and marks it broken
         first.execute("SELECT 1")
     second = db()
     assert second is not first
@@ -109,11 +115,27 @@ def test_an_unreachable_database_is_a_dependency_error() -> None:
 def test_the_database_url_comes_from_an_rds_format_secret() -> None:
     with mock_aws():
         sm = boto3.client("secretsmanager", region_name="us-east-1")
-        arn = sm.create_secret(Name="db", SecretString=json.dumps({
-            "engine": "postgres", "host": "db.internal", "port": 6432, "username": "app", "password": "p@ss w'rd",
-            "dbname": "aitasks"}))["ARN"]
+        arn = sm.create_secret(
+            Name="db",
+            SecretString=json.dumps(
+                {
+                    "engine": "postgres",
+                    "host": "db.internal",
+                    "port": 6432,
+                    "username": "app",
+                    "password": "p@ss w'rd",
+                    "dbname": "aitasks",
+                }
+            ),
+        )["ARN"]
         url = database_url_from_secret(arn, max_age_s=0)
     from psycopg.conninfo import conninfo_to_dict
 
-    assert conninfo_to_dict(url) == {"host": "db.internal", "port": "6432", "user": "app", "password": "p@ss w'rd",
-                                     "dbname": "aitasks", "sslmode": "require"}
+    assert conninfo_to_dict(url) == {
+        "host": "db.internal",
+        "port": "6432",
+        "user": "app",
+        "password": "p@ss w'rd",
+        "dbname": "aitasks",
+        "sslmode": "require",
+    }

@@ -23,7 +23,9 @@ def _no_network() -> Iterator[None]:
 
 
 @pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> tuple[InMemoryTaskRepository, InMemoryWorkQueue, InMemoryApiKeyRepository]:
+def fakes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[InMemoryTaskRepository, InMemoryWorkQueue, InMemoryApiKeyRepository]:
     tasks, queue, keys = InMemoryTaskRepository(), InMemoryWorkQueue(), InMemoryApiKeyRepository()
     monkeypatch.setattr(bootstrap, "task_repository", lambda: tasks)
     monkeypatch.setattr(bootstrap, "work_queue", lambda: queue)

@@ -74,7 +74,7 @@ def test_invalid_bodies_are_422_problems_and_change_nothing(fakes, lambda_contex
 def test_malformed_json_is_a_400_problem(fakes, lambda_context) -> None:
     tasks, _, _ = fakes
     event = rest_event("POST", "/api/v1/tasks", raw_body='{"type": "chat",')
-    status, headers, problem = call("create_task", event, lambda_context)
+    status, _headers, problem = call("create_task", event, lambda_context)
     assert (status, problem["status"]) == (400, 400)
     assert problem["type"].endswith("/malformed-json")
     assert not tasks.tasks
@@ -97,7 +97,7 @@ def test_health_needs_no_tenant(lambda_context) -> None:
 
 
 def test_the_executor_runs_a_task_once_and_drops_malformed_messages(fakes, lambda_context) -> None:
-    tasks, queue, _ = fakes
+    tasks, _queue, _ = fakes
     _, _, created = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY), lambda_context)
     message = json.dumps({"taskId": created["id"], "attempt": 1})
     event = sqs_event(message, "not json", json.dumps({"taskId": "nope"}), message)  # a duplicate, too
@@ -124,5 +124,5 @@ def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(fak
     assert allowed["context"] == {"tenantId": "acme"}
     assert allowed["policyDocument"]["Statement"][0]["Effect"] == "Allow"
     for bad in (None, "Bearer ait_bad", "Basic ait_good", "Bearer"):
-        with pytest.raises(Exception, match="^Unauthorized$"):
+        with pytest.raises(Exception, match=r"^Unauthorized$"):
             handler(event(bad), lambda_context)

@@ -30,7 +30,7 @@ _CfnLoader.add_multi_constructor("!", _tag)
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - a safe loader with tag support
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

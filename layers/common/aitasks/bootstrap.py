@@ -7,6 +7,7 @@ tests replace a builder (monkeypatch `bootstrap.task_repository`, say) and then 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from aitasks.adapters.postgres import (
     ConnectionProvider,
@@ -16,9 +17,11 @@ from aitasks.adapters.postgres import (
 )
 from aitasks.adapters.sqs import SqsWorkQueue
 from aitasks.application.auth import Authenticate, CreateApiKey
-from aitasks.application.ports import ApiKeyRepository, TaskRepository, WorkQueue
 from aitasks.application.tasks import CreateTask, GetTask, RunTask
 from aitasks.settings import get_settings
+
+if TYPE_CHECKING:
+    from aitasks.application.ports import ApiKeyRepository, TaskRepository, WorkQueue
 
 
 def database_url() -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
-from uuid import UUID
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +14,9 @@ from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyReposito
 from aitasks.application.auth import CreateApiKey
 from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 LOCAL_DIR = Path(".local")
 

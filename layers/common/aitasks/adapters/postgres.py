@@ -174,7 +174,6 @@ class PostgresApiKeyRepository(_Repository):
         return self._fetchone("revoke_api_key", {"id": key_id, "now": now}) is not None
 
 
-
 def database_url_from_secret(secret_id: str, *, max_age_s: int = 300) -> str:
     """A libpq URL from a Secrets Manager secret in the RDS format, read through Powertools Parameters (cached)."""
     from aws_lambda_powertools.utilities import parameters

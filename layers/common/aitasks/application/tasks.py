@@ -93,10 +93,13 @@ class RunTask:
 
     def __call__(self, task_id: UUID, *, invocation_id: str) -> Task | None:
         now = self.clock()
-        claimed = self.tasks.claim(task_id, locked_by=invocation_id, lease_until=now + timedelta(seconds=self.lease_s),
-                                   now=now)
+        claimed = self.tasks.claim(
+            task_id, locked_by=invocation_id, lease_until=now + timedelta(seconds=self.lease_s), now=now
+        )
         if claimed is None:
-            logger.info("nothing to run: task is not runnable (duplicate, finished or cancelled)",
-                        extra={"task_id": str(task_id)})
+            logger.info(
+                "nothing to run: task is not runnable (duplicate, finished or cancelled)",
+                extra={"task_id": str(task_id)},
+            )
             return None
         return self.tasks.succeed(task_id, locked_by=invocation_id, attempt_no=claimed.attempt_count, now=self.clock())

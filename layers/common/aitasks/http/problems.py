@@ -78,9 +78,7 @@ def install(app: APIGatewayRestResolver) -> None:
         if any(e.get("type") == "json_invalid" for e in errors):
             return problem(app, HTTPStatus.BAD_REQUEST, "malformed-json", "the request body is not valid JSON")
         fields = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in errors]
-        return problem(
-            app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the request is not valid", errors=fields
-        )
+        return problem(app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the request is not valid", errors=fields)
 
     @app.exception_handler(TaskNotFoundError)
     def _not_found(exc: TaskNotFoundError) -> Response[str]:
@@ -88,7 +86,9 @@ def install(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(IllegalTransitionError)
     def _conflict(exc: IllegalTransitionError) -> Response[str]:
-        return problem(app, HTTPStatus.CONFLICT, "conflict", f"the task is {exc.current}; it cannot become {exc.target}")
+        return problem(
+            app, HTTPStatus.CONFLICT, "conflict", f"the task is {exc.current}; it cannot become {exc.target}"
+        )
 
     @app.exception_handler(UnauthorizedError)
     def _unauthorized(exc: UnauthorizedError) -> Response[str]:
