@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
+from uuid import UUID
 
 import typer
 
@@ -14,9 +14,7 @@ from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyReposito
 from aitasks.application.auth import CreateApiKey
 from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
-
-if TYPE_CHECKING:
-    from uuid import UUID
+from aitasks.settings import get_settings
 
 LOCAL_DIR = Path(".local")
 
@@ -114,7 +112,7 @@ def local_up(
     """Start embedded PostgreSQL (or use DATABASE_URL) and MiniStack, deploy template.yaml, stay in the foreground."""
     from aitasks import local_stack
 
-    raise typer.Exit(local_stack.run(port=port, database_url=os.environ.get("DATABASE_URL")))
+    raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url))
 
 
 def main() -> None:
