@@ -1,0 +1,45 @@
+"""The sample events under events/ (for `sam local invoke -e`) are ones the handlers accept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import load_handler
+
+EVENTS = Path(__file__).parents[2] / "events"
+
+
+def load(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.mark.parametrize(
+    ("function", "event", "status"),
+    [
+        ("create_task", "create_task.json", 202),
+        ("query_tasks", "query_tasks_get.json", 404),  # no such task in the empty fake
+        ("query_tasks", "query_tasks_health.json", 200),
+        ("cancel_task", "cancel_task.json", 501),
+    ],
+)
+def test_api_events(fakes, lambda_context, function: str, event: str, status: int) -> None:
+    assert load_handler(function).lambda_handler(load(event), lambda_context)["statusCode"] == status
+
+
+def test_executor_event(fakes, lambda_context) -> None:
+    assert load_handler("executor").lambda_handler(load("executor.json"), lambda_context) == {"batchItemFailures": []}
+
+
+def test_authorizer_event_with_its_placeholder_key_is_denied(fakes, lambda_context) -> None:
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        load_handler("authorizer").lambda_handler(load("authorizer.json"), lambda_context)
+
+
+def test_every_function_has_a_sample_event() -> None:
+    functions = {p.name for p in (EVENTS.parent / "functions").iterdir() if (p / "app.py").is_file()}
+    assert functions <= {name.split(".")[0].removeprefix("query_tasks_").split("_get")[0] for name in []} | {
+        e.name.removesuffix(".json").removesuffix("_get").removesuffix("_health") for e in EVENTS.glob("*.json")
+    }
