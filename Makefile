@@ -11,7 +11,7 @@ SAM := $(TOOLS)/sam/bin/sam
 MINISTACK := $(TOOLS)/ministack/bin/ministack
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test test-unit test-integration test-e2e lint format validate build check clean
+.PHONY: run test test-unit test-integration test-e2e lint format validate build openapi check clean
 
 $(BIN)/aitasks: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ validate: $(SAM)
 
 build: $(SAM)
 	$(SAM) build --parameter-overrides Architecture=$$(uname -m | sed -e 's/aarch64/arm64/')
+
+## openapi: regenerate docs/openapi.json (and the copy the query_tasks function serves) from the routes
+openapi: $(BIN)/aitasks
+	$(BIN)/aitasks openapi
 
 ## check: everything CI runs
 check: lint validate test

@@ -14,6 +14,7 @@ import pytest
 # No X-Ray daemon in tests; set before any handler module builds its Tracer.
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "aitasks-test")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "aitasks-test")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 

@@ -1,29 +1,40 @@
-"""POST /api/v1/tasks/{id}/cancel.
-
-NOT IMPLEMENTED YET: cancellation comes with the REST API issue. Until then the route answers a 501 problem.
-"""
+"""POST /api/v1/tasks/{id}/cancel: cancel at once if not running yet; a running task is asked to stop."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
+from uuid import UUID
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from aitasks import bootstrap
 from aitasks.http import problems
+from aitasks.http.context import tenant
+from aitasks.http.middleware import require_json
+from aitasks.http.models import TaskView
+from aitasks.http.openapi import responses
 
 logger = Logger()
 tracer = Tracer()
 app = APIGatewayRestResolver(enable_validation=True)
+app.use([require_json])
 problems.install(app)
 
 
-@app.post("/api/v1/tasks/<task_id>/cancel")
-def cancel_task(task_id: str) -> Response[str]:
-    return problems.problem(app, HTTPStatus.NOT_IMPLEMENTED, "not-implemented", "cancellation is not available yet")
+@app.post(
+    "/api/v1/tasks/<task_id>/cancel",
+    summary="Cancel a task (a running one is asked to stop)",
+    responses=responses(202, TaskView, 401, 404, 409, 415, 422, 429, 503, description="Accepted"),
+)
+def cancel_task(task_id: UUID) -> Response[TaskView]:
+    tenant_id = tenant(app)
+    logger.append_keys(tenant_id=tenant_id, task_id=str(task_id))
+    task = bootstrap.cancel_task()(tenant_id, task_id)
+    logger.info("cancel requested", extra={"status": task.status})
+    return Response(202, "application/json", TaskView.of(task))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

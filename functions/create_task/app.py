@@ -1,4 +1,4 @@
-"""POST /api/v1/tasks: accept a task, store it with its events, wake an executor."""
+"""POST /api/v1/tasks: accept a task, store it with its events, wake an executor. Idempotency-Key aware."""
 
 from __future__ import annotations
 
@@ -8,28 +8,57 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aitasks import bootstrap
 from aitasks.http import problems
 from aitasks.http.context import task_location, tenant
+from aitasks.http.middleware import require_json
 from aitasks.http.models import CreateTaskRequest, TaskView
+from aitasks.http.openapi import responses
 
 logger = Logger()
 tracer = Tracer()
 app = APIGatewayRestResolver(enable_validation=True)
+app.use([require_json])
 problems.install(app)
 
 
-@app.post("/api/v1/tasks")
+@app.post(
+    "/api/v1/tasks",
+    summary="Submit a task",
+    responses=responses(202, TaskView, 400, 401, 409, 413, 415, 422, 429, 503, description="Accepted"),
+)
 def create_task(
     request: CreateTaskRequest,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
-) -> Response[dict[str, Any]]:
-    task = bootstrap.create_task()(tenant(app), request.to_new_task(), idempotency_key)
-    logger.append_keys(task_id=str(task.id))
-    logger.info("task accepted", extra={"type": task.type, "prompt_length": len(request.payload.prompt)})
-    return Response(202, "application/json", TaskView.of(task).json_body(), {"Location": task_location(task.id)})
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+) -> Response[TaskView]:
+    tenant_id = tenant(app)
+    logger.append_keys(tenant_id=tenant_id)
+
+    def create() -> dict[str, Any]:
+        return TaskView.of(bootstrap.create_task()(tenant_id, request.to_new_task(), idempotency_key)).json_body()
+
+    body, replayed = bootstrap.idempotently(
+        create,
+        scope="create_task",
+        tenant_id=tenant_id,
+        key=idempotency_key,
+        payload=app.current_event.json_body,
+        lambda_context=app.lambda_context,
+    )
+    if not replayed:
+        with single_metric(name="TasksCreated", unit=MetricUnit.Count, value=1) as metric:
+            metric.add_dimension(name="type", value=request.type)
+    logger.info(
+        "task accepted",
+        extra={"task_id": body["id"], "replayed": replayed, "prompt_length": len(request.payload.prompt)},
+    )
+    headers = {"Location": task_location(body["id"])}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(202, "application/json", TaskView.model_validate(body), headers)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

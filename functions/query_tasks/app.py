@@ -1,19 +1,24 @@
-"""GET /api/v1/tasks/{id} and GET /api/v1/health."""
+"""GET /api/v1/tasks, /tasks/{id}, /tasks/{id}/attempts, /tasks/{id}/artifacts; /health; /openapi.json."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from importlib import resources
+from typing import Annotated, Any
 from uuid import UUID
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aitasks import bootstrap
 from aitasks.http import problems
-from aitasks.http.context import tenant
-from aitasks.http.models import TaskView
+from aitasks.http.context import task_filter, tenant
+from aitasks.http.models import ArtifactView, AttemptView, TaskView, dump
+from aitasks.http.openapi import responses
+from aitasks.http.paging import link_header
 
 logger = Logger()
 tracer = Tracer()
@@ -21,14 +26,58 @@ app = APIGatewayRestResolver(enable_validation=True)
 problems.install(app)
 
 
-@app.get("/api/v1/health")
+@app.get(
+    "/api/v1/health", summary="Liveness (no authentication)", security=[{}], responses=responses(200, dict[str, str])
+)
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/api/v1/tasks/<task_id>")
-def get_task(task_id: UUID) -> dict[str, Any]:
-    return TaskView.of(bootstrap.get_task()(tenant(app), task_id)).json_body()
+@app.get("/api/v1/openapi.json", summary="This API's OpenAPI document", responses=responses(200, dict[str, Any], 401))
+def openapi() -> dict[str, Any]:
+    return json.loads(resources.files("aitasks.http").joinpath("openapi.json").read_text())  # type: ignore[no-any-return]
+
+
+@app.get(
+    "/api/v1/tasks",
+    summary="List the tenant's tasks, newest first (X-Total-Count, Link)",
+    responses=responses(200, list[TaskView], 401, 422, 429, 503),
+)
+def list_tasks(
+    status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
+    type: Annotated[str | None, Query(description="comma-separated task types")] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=100)] = 20,
+) -> Response[list[TaskView]]:
+    found = bootstrap.list_tasks()(tenant(app), task_filter(status, type), page=page, page_size=page_size)
+    headers = {"X-Total-Count": str(found.total)}
+    link = link_header(found, app.current_event.query_string_parameters or {})
+    if link:
+        headers["Link"] = link
+    return Response(200, "application/json", dump([TaskView.of(t) for t in found.tasks]), headers)
+
+
+@app.get("/api/v1/tasks/<task_id>", summary="One task", responses=responses(200, TaskView, 401, 404, 422, 429, 503))
+def get_task(task_id: UUID) -> TaskView:
+    return TaskView.of(bootstrap.get_task()(tenant(app), task_id))
+
+
+@app.get(
+    "/api/v1/tasks/<task_id>/attempts",
+    summary="The task's attempts, in order",
+    responses=responses(200, list[AttemptView], 401, 404, 422, 429, 503),
+)
+def get_attempts(task_id: UUID) -> list[AttemptView]:
+    return [AttemptView.of(a) for a in bootstrap.get_attempts()(tenant(app), task_id)]
+
+
+@app.get(
+    "/api/v1/tasks/<task_id>/artifacts",
+    summary="The task's outputs",
+    responses=responses(200, list[ArtifactView], 401, 404, 422, 429, 503),
+)
+def get_artifacts(task_id: UUID) -> list[ArtifactView]:
+    return [ArtifactView.of(a) for a in bootstrap.get_artifacts()(tenant(app), task_id)]
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -12,6 +12,7 @@ import pytest
 
 from aitasks.adapters.memory import InMemoryTaskRepository
 from aitasks.adapters.postgres import PostgresTaskRepository
+from aitasks.domain.errors import IdempotencyKeyTakenError
 from aitasks.domain.task import Task, TaskStatus, TenantId
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def subject(request: pytest.FixtureRequest) -> Subject:
         return Subject(
             fake,
             lambda tid: [(e.event_type, e.attempt_no) for e in fake.events if e.task_id == tid],
-            lambda tid: [(a.attempt_no, a.status) for a in fake.attempts if a.task_id == tid],
+            lambda tid: [(a.attempt_no, a.status) for a in fake.attempts_log if a.task_id == tid],
         )
     db = request.getfixturevalue("db")
 
@@ -125,7 +126,7 @@ def test_success_is_fenced_by_the_lease_holder_and_the_attempt(subject: Subject)
 def test_one_idempotency_key_per_tenant(subject: Subject) -> None:
     subject.repo.add(submit(idempotency_key="same"))
     subject.repo.add(submit(tenant=B, idempotency_key="same"))  # another tenant may use it
-    with pytest.raises((psycopg.errors.UniqueViolation, ValueError)):
+    with pytest.raises(IdempotencyKeyTakenError):
         subject.repo.add(submit(idempotency_key="same"))
 
 

@@ -9,7 +9,12 @@ import pytest
 from pytest_socket import disable_socket, enable_socket
 
 from aitasks import bootstrap
-from aitasks.adapters.memory import InMemoryApiKeyRepository, InMemoryTaskRepository, InMemoryWorkQueue
+from aitasks.adapters.memory import (
+    InMemoryApiKeyRepository,
+    InMemoryIdempotencyStore,
+    InMemoryTaskRepository,
+    InMemoryWorkQueue,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,6 +33,9 @@ def fakes(
 ) -> tuple[InMemoryTaskRepository, InMemoryWorkQueue, InMemoryApiKeyRepository]:
     tasks, queue, keys = InMemoryTaskRepository(), InMemoryWorkQueue(), InMemoryApiKeyRepository()
     monkeypatch.setattr(bootstrap, "task_repository", lambda: tasks)
+    monkeypatch.setattr(bootstrap, "task_queries", lambda: tasks)
+    store = InMemoryIdempotencyStore()
+    monkeypatch.setattr(bootstrap, "idempotency_store", lambda: store)
     monkeypatch.setattr(bootstrap, "work_queue", lambda: queue)
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: keys)
     return tasks, queue, keys

@@ -105,7 +105,7 @@ def test_the_executor_runs_a_task_once_and_drops_malformed_messages(fakes, lambd
     assert result == {"batchItemFailures": []}
     task = tasks.tasks[uuid.UUID(created["id"])]
     assert task.status is TaskStatus.SUCCEEDED
-    assert [(a.attempt_no, a.status) for a in tasks.attempts] == [(1, "succeeded")]
+    assert [(a.attempt_no, a.status) for a in tasks.attempts_log] == [(1, "succeeded")]
 
 
 def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(fakes, lambda_context) -> None:

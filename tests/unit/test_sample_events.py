@@ -22,7 +22,7 @@ def load(name: str) -> dict:
         ("create_task", "create_task.json", 202),
         ("query_tasks", "query_tasks_get.json", 404),  # no such task in the empty fake
         ("query_tasks", "query_tasks_health.json", 200),
-        ("cancel_task", "cancel_task.json", 501),
+        ("cancel_task", "cancel_task.json", 404),  # no such task in the empty fake
     ],
 )
 def test_api_events(fakes, lambda_context, function: str, event: str, status: int) -> None:

@@ -7,8 +7,9 @@ tests replace a builder (monkeypatch `bootstrap.task_repository`, say) and then 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from aitasks.adapters.idempotency import PostgresIdempotencyStore, idempotent_call
 from aitasks.adapters.postgres import (
     ConnectionProvider,
     PostgresApiKeyRepository,
@@ -17,11 +18,24 @@ from aitasks.adapters.postgres import (
 )
 from aitasks.adapters.sqs import SqsWorkQueue
 from aitasks.application.auth import Authenticate, CreateApiKey
-from aitasks.application.tasks import CreateTask, GetTask, RunTask
+from aitasks.application.tasks import (
+    CancelTask,
+    CreateTask,
+    GetArtifacts,
+    GetAttempts,
+    GetTask,
+    ListTasks,
+    RunTask,
+)
 from aitasks.settings import get_settings
 
 if TYPE_CHECKING:
-    from aitasks.application.ports import ApiKeyRepository, TaskRepository, WorkQueue
+    from collections.abc import Callable
+
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from aitasks.application.ports import ApiKeyRepository, TaskQueries, TaskRepository, WorkQueue
+    from aitasks.domain.task import TenantId
 
 
 def database_url() -> str:
@@ -44,6 +58,16 @@ def task_repository() -> TaskRepository:
 
 
 @functools.cache
+def task_queries() -> TaskQueries:
+    return PostgresTaskRepository(connection())
+
+
+@functools.cache
+def idempotency_store() -> PostgresIdempotencyStore:
+    return PostgresIdempotencyStore(connection())
+
+
+@functools.cache
 def api_key_repository() -> ApiKeyRepository:
     return PostgresApiKeyRepository(connection())
 
@@ -62,6 +86,39 @@ def create_task() -> CreateTask:
 
 def get_task() -> GetTask:
     return GetTask(task_repository())
+
+
+def cancel_task() -> CancelTask:
+    return CancelTask(task_repository())
+
+
+def list_tasks() -> ListTasks:
+    return ListTasks(task_queries())
+
+
+def get_attempts() -> GetAttempts:
+    return GetAttempts(task_queries())
+
+
+def get_artifacts() -> GetArtifacts:
+    return GetArtifacts(task_queries())
+
+
+def idempotently(
+    fn: Callable[[], dict[str, Any]],
+    *,
+    scope: str,
+    tenant_id: TenantId,
+    key: str | None,
+    payload: Any,
+    lambda_context: LambdaContext | None,
+) -> tuple[dict[str, Any], bool]:
+    """`fn()` once per tenant and Idempotency-Key (no key: just `fn()`); True when the result is a replay."""
+    if key is None:
+        return fn(), False
+    return idempotent_call(
+        idempotency_store(), fn, scope=scope, key=f"{tenant_id}:{key}", payload=payload, lambda_context=lambda_context
+    )
 
 
 def run_task() -> RunTask:

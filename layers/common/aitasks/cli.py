@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
@@ -113,6 +113,40 @@ def local_up(
     from aitasks import local_stack
 
     raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url))
+
+
+API_FUNCTIONS = ("create_task", "query_tasks", "cancel_task")
+OPENAPI_COPIES = (Path("docs/openapi.json"), Path("layers/common/aitasks/http/openapi.json"))
+
+
+@app.command()
+def openapi(
+    check: Annotated[bool, typer.Option("--check", help="fail if the committed copies are out of date")] = False,
+) -> None:
+    """Generate the OpenAPI document from the API functions' routes (run from the repository root)."""
+    from aitasks.http.openapi import document
+
+    text = document([_load_function(name).app for name in API_FUNCTIONS])
+    stale = [str(path) for path in OPENAPI_COPIES if not path.is_file() or path.read_text() != text]
+    if check:
+        if stale:
+            raise _fail(f"out of date: {', '.join(stale)}; run `make openapi`")
+        typer.echo("OpenAPI document is up to date")
+        return
+    for path in OPENAPI_COPIES:
+        path.write_text(text)
+    typer.echo(f"wrote {', '.join(str(p) for p in OPENAPI_COPIES)}")
+
+
+def _load_function(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"function_{name}", Path("functions") / name / "app.py")
+    if spec is None or spec.loader is None:
+        raise _fail(f"functions/{name}/app.py not found: run from the repository root")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:

@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyItemAlreadyExistsError,
+    IdempotencyItemNotFoundError,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+
+from aitasks.application.ports import ArtifactRecord, AttemptRecord
+from aitasks.domain.errors import IdempotencyKeyTakenError
 from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, sources_of
 
 if TYPE_CHECKING:
     from datetime import datetime
+
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+
+    from aitasks.application.ports import TaskFilter
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,7 +44,7 @@ class RecordedAttempt:
 class InMemoryTaskRepository:
     def __init__(self) -> None:
         self.tasks: dict[UUID, Task] = {}
-        self.attempts: list[RecordedAttempt] = []
+        self.attempts_log: list[RecordedAttempt] = []
         self.events: list[RecordedEvent] = []
         self._lock = threading.Lock()
 
@@ -43,7 +56,7 @@ class InMemoryTaskRepository:
             if task.idempotency_key is not None and any(
                 t.tenant_id == task.tenant_id and t.idempotency_key == task.idempotency_key for t in self.tasks.values()
             ):
-                raise ValueError("idempotency key already used by this tenant")
+                raise IdempotencyKeyTakenError
             self.tasks[task.id] = task
             self._event(task, TaskStatus.CREATED)
             self._event(task, TaskStatus.QUEUED)
@@ -68,7 +81,7 @@ class InMemoryTaskRepository:
                 updated_at=now,
             )
             self.tasks[task_id] = claimed
-            self.attempts.append(RecordedAttempt(task_id, claimed.attempt_count, "running"))
+            self.attempts_log.append(RecordedAttempt(task_id, claimed.attempt_count, "running"))
             self._event(claimed, TaskStatus.RUNNING)
             return claimed
 
@@ -84,14 +97,71 @@ class InMemoryTaskRepository:
                 return None
             done = task.transition(TaskStatus.SUCCEEDED, now, locked_by=None, locked_until=None, last_error=None)
             self.tasks[task_id] = done
-            self.attempts = [
+            self.attempts_log = [
                 dataclasses.replace(a, status="succeeded")
                 if (a.task_id, a.attempt_no, a.status) == (task_id, attempt_no, "running")
                 else a
-                for a in self.attempts
+                for a in self.attempts_log
             ]
             self._event(done, TaskStatus.SUCCEEDED)
             return done
+
+    def find_by_idempotency_key(self, tenant_id: TenantId, key: str) -> Task | None:
+        return next((t for t in self.tasks.values() if (t.tenant_id, t.idempotency_key) == (tenant_id, key)), None)
+
+    def cancel(self, tenant_id: TenantId, task_id: UUID, *, now: datetime) -> Task | None:
+        with self._lock:
+            task = self.get(tenant_id, task_id)
+            if task is None or task.status not in sources_of(TaskStatus.CANCELLED) - {TaskStatus.RUNNING}:
+                return None
+            done = task.transition(
+                TaskStatus.CANCELLED,
+                now,
+                cancel_requested_at=task.cancel_requested_at or now,
+                locked_by=None,
+                locked_until=None,
+            )
+            self.tasks[task_id] = done
+            self._event(done, TaskStatus.CANCELLED)
+            return done
+
+    def request_cancel(self, tenant_id: TenantId, task_id: UUID, *, now: datetime) -> Task | None:
+        with self._lock:
+            task = self.get(tenant_id, task_id)
+            if task is None or task.status is not TaskStatus.RUNNING:
+                return None
+            asked = dataclasses.replace(task, cancel_requested_at=task.cancel_requested_at or now, updated_at=now)
+            self.tasks[task_id] = asked
+            return asked
+
+    def list_tasks(
+        self, tenant_id: TenantId, filters: TaskFilter, *, offset: int, limit: int
+    ) -> tuple[list[Task], int]:
+        matching = sorted(
+            (
+                t
+                for t in self.tasks.values()
+                if t.tenant_id == tenant_id and t.status in filters.statuses and t.type in filters.types
+            ),
+            key=lambda t: (t.created_at, t.id),
+            reverse=True,
+        )
+        return matching[offset : offset + limit], len(matching)
+
+    def attempts(self, tenant_id: TenantId, task_id: UUID) -> list[AttemptRecord] | None:
+        task = self.get(tenant_id, task_id)
+        if task is None:
+            return None
+        return [
+            AttemptRecord(a.attempt_no, a.status, None, None, None, None, None, None, None, task.updated_at, None)
+            for a in sorted(self.attempts_of(task_id), key=lambda a: a.attempt_no)
+        ]
+
+    def attempts_of(self, task_id: UUID) -> list[RecordedAttempt]:
+        return [a for a in self.attempts_log if a.task_id == task_id]
+
+    def artifacts(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord] | None:
+        return None if self.get(tenant_id, task_id) is None else []
 
 
 class InMemoryApiKeyRepository:
@@ -127,3 +197,42 @@ class InMemoryWorkQueue:
 
     def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None:
         self.sent.append(SentMessage(task_id, attempt_no, delay_s))
+
+
+class InMemoryIdempotencyStore(BasePersistenceLayer):
+    """The Powertools idempotency records in a dict, with the Postgres store's take-over rules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: dict[str, DataRecord] = {}
+        self._lock = threading.Lock()
+
+    def _get_record(self, idempotency_key: str) -> DataRecord:
+        try:
+            return self.records[idempotency_key]
+        except KeyError:
+            raise IdempotencyItemNotFoundError from None
+
+    def _put_record(self, data_record: DataRecord) -> None:
+        now = time.time()
+        with self._lock:
+            old = self.records.get(data_record.idempotency_key)
+            free = (
+                old is None
+                or (old.expiry_timestamp or 0) < now
+                or (old._status == "INPROGRESS" and (old.in_progress_expiry_timestamp or 0) < now * 1000)
+            )
+            if free:
+                self.records[data_record.idempotency_key] = data_record
+                return
+        assert old is not None
+        self._validate_payload(data_payload=data_record, stored_data_record=old)
+        raise IdempotencyItemAlreadyExistsError(old_data_record=old)
+
+    def _update_record(self, data_record: DataRecord) -> None:
+        with self._lock:
+            self.records[data_record.idempotency_key] = data_record
+
+    def _delete_record(self, data_record: DataRecord) -> None:
+        with self._lock:
+            self.records.pop(data_record.idempotency_key, None)

@@ -13,7 +13,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from aitasks.domain.errors import DependencyUnavailableError
+from aitasks.application.ports import ArtifactRecord, AttemptRecord, TaskFilter
+from aitasks.domain.errors import DependencyUnavailableError, IdempotencyKeyTakenError
 from aitasks.domain.task import Task, TaskStatus, TenantId
 
 if TYPE_CHECKING:
@@ -88,11 +89,19 @@ class _Repository:
         self._connection = connection
 
     def _fetchone(self, query: str, params: Mapping[str, Any]) -> DictRow | None:
+        rows = self._fetchall(query, params)
+        return rows[0] if rows else None
+
+    def _fetchall(self, query: str, params: Mapping[str, Any]) -> list[DictRow]:
         sql = queries(self._module)[query]
         try:
             with self._connection().cursor() as cur:
                 # The SQL text is one of our .sql files, never assembled from input: values go in as parameters.
-                return cur.execute(cast("Any", sql), params).fetchone()
+                return cur.execute(cast("Any", sql), params).fetchall()
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "tasks_tenant_idempotency_key_key":
+                raise IdempotencyKeyTakenError from exc
+            raise
         except psycopg.OperationalError as exc:
             raise DependencyUnavailableError("database") from exc
 
@@ -118,6 +127,9 @@ def _task(row: Mapping[str, Any] | None) -> Task | None:
         locked_until=row["locked_until"],
         last_error=row["last_error"],
         cancel_requested_at=row["cancel_requested_at"],
+        tokens_in=row["tokens_in"],
+        tokens_out=row["tokens_out"],
+        cost=row["cost"],
     )
 
 
@@ -154,6 +166,65 @@ class PostgresTaskRepository(_Repository):
     def succeed(self, task_id: UUID, *, locked_by: str, attempt_no: int, now: datetime) -> Task | None:
         params = {"id": task_id, "locked_by": locked_by, "attempt_no": attempt_no, "now": now}
         return _task(self._fetchone("succeed_task", params))
+
+    def find_by_idempotency_key(self, tenant_id: TenantId, key: str) -> Task | None:
+        return _task(self._fetchone("get_task_by_idempotency_key", {"tenant_id": tenant_id, "idempotency_key": key}))
+
+    def cancel(self, tenant_id: TenantId, task_id: UUID, *, now: datetime) -> Task | None:
+        return _task(self._fetchone("cancel_task", {"tenant_id": tenant_id, "id": task_id, "now": now}))
+
+    def request_cancel(self, tenant_id: TenantId, task_id: UUID, *, now: datetime) -> Task | None:
+        return _task(self._fetchone("request_cancel", {"tenant_id": tenant_id, "id": task_id, "now": now}))
+
+    # The read side (TaskQueries).
+
+    def list_tasks(
+        self, tenant_id: TenantId, filters: TaskFilter, *, offset: int, limit: int
+    ) -> tuple[list[Task], int]:
+        params = {
+            "tenant_id": tenant_id,
+            "statuses": sorted(filters.statuses),
+            "types": sorted(filters.types),
+            "offset": offset,
+            "limit": limit,
+        }
+        page = [t for t in map(_task, self._fetchall("list_tasks", params)) if t is not None]
+        total = self._fetchone("count_tasks", params)
+        return page, int(total["total"]) if total else 0
+
+    def attempts(self, tenant_id: TenantId, task_id: UUID) -> list[AttemptRecord] | None:
+        rows = self._fetchall("list_attempts", {"tenant_id": tenant_id, "id": task_id})
+        if not rows:
+            return None
+        return [
+            AttemptRecord(
+                attempt_no=r["attempt_no"],
+                status=r["status"],
+                model=r["model"],
+                tokens_in=r["tokens_in"],
+                tokens_out=r["tokens_out"],
+                cost=r["cost"],
+                latency_ms=r["latency_ms"],
+                error_code=r["error_code"],
+                error_detail=r["error_detail"],
+                started_at=r["started_at"],
+                ended_at=r["ended_at"],
+            )
+            for r in rows
+            if r["attempt_no"] is not None
+        ]
+
+    def artifacts(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord] | None:
+        rows = self._fetchall("list_artifacts", {"tenant_id": tenant_id, "id": task_id})
+        if not rows:
+            return None
+        return [
+            ArtifactRecord(
+                id=r["artifact_id"], kind=r["kind"], uri=r["uri"], content=r["content"], created_at=r["created_at"]
+            )
+            for r in rows
+            if r["artifact_id"] is not None
+        ]
 
 
 class PostgresApiKeyRepository(_Repository):

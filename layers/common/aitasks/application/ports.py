@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aitasks.domain.task import TaskStatus
+from aitasks.domain.task_types import REGISTRY
+
 if TYPE_CHECKING:
     from datetime import datetime
+    from decimal import Decimal
 
     from aitasks.domain.task import Task, TenantId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks a listing shows: any of these statuses and any of these types."""
+
+    statuses: frozenset[TaskStatus] = frozenset(TaskStatus)
+    types: frozenset[str] = frozenset(REGISTRY)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    attempt_no: int
+    status: str
+    model: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost: Decimal | None
+    latency_ms: int | None
+    error_code: str | None
+    error_detail: str | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    id: UUID
+    kind: str
+    uri: str | None
+    content: str | None
+    created_at: datetime
 
 
 class TaskRepository(Protocol):
@@ -30,6 +67,34 @@ class TaskRepository(Protocol):
 
     def succeed(self, task_id: UUID, *, locked_by: str, attempt_no: int, now: datetime) -> Task | None:
         """Finish the leased run as succeeded; fenced by (task id, locked_by, attempt): None when the lease is lost."""
+        ...
+
+    def find_by_idempotency_key(self, tenant_id: TenantId, key: str) -> Task | None: ...
+
+    def cancel(self, tenant_id: TenantId, task_id: UUID, *, now: datetime) -> Task | None:
+        """Cancel a task that is not running yet (with its task.cancelled event); None when it is not such a task."""
+        ...
+
+    def request_cancel(self, tenant_id: TenantId, task_id: UUID, *, now: datetime) -> Task | None:
+        """Record a cancel request on a running task (its executor ends the run); None when it is not running."""
+        ...
+
+
+class TaskQueries(Protocol):
+    """The read side: straight from storage to views, no domain logic."""
+
+    def list_tasks(
+        self, tenant_id: TenantId, filters: TaskFilter, *, offset: int, limit: int
+    ) -> tuple[list[Task], int]:
+        """One page of the tenant's tasks, newest first, and the total count matching the filter."""
+        ...
+
+    def attempts(self, tenant_id: TenantId, task_id: UUID) -> list[AttemptRecord] | None:
+        """The task's attempts in order; None when the tenant has no such task."""
+        ...
+
+    def artifacts(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord] | None:
+        """The task's artifacts, oldest first; None when the tenant has no such task."""
         ...
 
 

@@ -7,14 +7,27 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aitasks.domain.errors import TaskNotFoundError
-from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Task, TenantId
+from aitasks.domain.errors import (
+    IdempotencyKeyReusedError,
+    IdempotencyKeyTakenError,
+    IllegalTransitionError,
+    TaskNotFoundError,
+)
+from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Task, TaskStatus, TenantId
+from aitasks.domain.task_types import validate_task
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from uuid import UUID
 
-    from aitasks.application.ports import TaskRepository, WorkQueue
+    from aitasks.application.ports import (
+        ArtifactRecord,
+        AttemptRecord,
+        TaskFilter,
+        TaskQueries,
+        TaskRepository,
+        WorkQueue,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -39,33 +52,63 @@ class NewTask:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CreateTask:
-    """Store the task (with its events) and then wake an executor. The message is sent after the commit: if the
-    send fails the task is still stored, and the sweeper re-dispatches due tasks that have no live message."""
+    """Store the task (with its events) and then wake an executor.
+
+    The message is sent after the commit: if the send fails the task is still stored, and the sweeper
+    re-dispatches due tasks that have no live message. With an Idempotency-Key, the unique (tenant, key) index is
+    the backstop behind the idempotency records: a retry that finds the task already stored returns it (and wakes
+    an executor again, harmlessly) if it asked for the same thing, and refuses otherwise.
+    """
 
     tasks: TaskRepository
     queue: WorkQueue
     clock: Callable[[], datetime] = utc_now
 
     def __call__(self, tenant_id: TenantId, new: NewTask, idempotency_key: str | None = None) -> Task:
+        validate_task(new.type, new.payload)
         now = self.clock()
-        task = self.tasks.add(
-            Task.submit(
-                tenant_id=tenant_id,
-                type=new.type,
-                payload=new.payload,
-                priority=new.priority,
-                max_attempts=new.max_attempts,
-                scheduled_at=new.scheduled_at,
-                idempotency_key=idempotency_key,
-                now=now,
-            )
+        submitted = Task.submit(
+            tenant_id=tenant_id,
+            type=new.type,
+            payload=new.payload,
+            priority=new.priority,
+            max_attempts=new.max_attempts,
+            scheduled_at=new.scheduled_at,
+            idempotency_key=idempotency_key,
+            now=now,
         )
+        try:
+            task = self.tasks.add(submitted)
+        except IdempotencyKeyTakenError:
+            assert idempotency_key is not None  # only a keyed task can collide
+            task = self._same_request(tenant_id, idempotency_key, new)
+        self._wake(task, now)
+        return task
+
+    def _same_request(self, tenant_id: TenantId, key: str, new: NewTask) -> Task:
+        existing = self.tasks.find_by_idempotency_key(tenant_id, key)
+        if existing is None:  # pragma: no cover - the key was taken a moment ago and tasks are not deleted so fast
+            raise IdempotencyKeyReusedError("the Idempotency-Key is in use")
+        asked = (new.type, new.priority, dict(new.payload), new.max_attempts, new.scheduled_at)
+        stored = (
+            existing.type,
+            existing.priority,
+            dict(existing.payload),
+            existing.max_attempts,
+            existing.scheduled_at,
+        )
+        if asked != stored:
+            raise IdempotencyKeyReusedError("the Idempotency-Key was used for a different request")
+        return existing
+
+    def _wake(self, task: Task, now: datetime) -> None:
+        if task.status is not TaskStatus.QUEUED:
+            return
         delay = max(0, min(MAX_QUEUE_DELAY_S, int((task.available_at - now).total_seconds())))
         try:
             self.queue.send(task.id, attempt_no=task.attempt_count + 1, delay_s=delay)
         except Exception:
             logger.exception("task stored but its wake-up message was not sent", extra={"task_id": str(task.id)})
-        return task
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,6 +120,84 @@ class GetTask:
         if task is None:
             raise TaskNotFoundError(task_id)
         return task
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelTask:
+    """Cancel at once a task that is not running yet; ask a running one to stop (its executor finishes it).
+
+    Cancelling a cancelled task returns it unchanged; cancelling a succeeded or dead-lettered one is a conflict.
+    """
+
+    tasks: TaskRepository
+    clock: Callable[[], datetime] = utc_now
+
+    def __call__(self, tenant_id: TenantId, task_id: UUID) -> Task:
+        # Two tries: the task may start running between the first guarded UPDATE and the second.
+        status = TaskStatus.CREATED
+        for _ in range(2):
+            now = self.clock()
+            task = self.tasks.cancel(tenant_id, task_id, now=now) or self.tasks.request_cancel(
+                tenant_id, task_id, now=now
+            )
+            if task is not None:
+                return task
+            current = self.tasks.get(tenant_id, task_id)
+            if current is None:
+                raise TaskNotFoundError(task_id)
+            if current.status is TaskStatus.CANCELLED:
+                return current
+            status = current.status
+            if current.terminal:
+                break
+        raise IllegalTransitionError(task_id, status, TaskStatus.CANCELLED)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    tasks: list[Task]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.page_size < self.total
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListTasks:
+    queries: TaskQueries
+
+    def __call__(self, tenant_id: TenantId, filters: TaskFilter, *, page: int, page_size: int) -> Page:
+        tasks, total = self.queries.list_tasks(tenant_id, filters, offset=(page - 1) * page_size, limit=page_size)
+        return Page(tasks, total, page, page_size)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GetAttempts:
+    queries: TaskQueries
+
+    def __call__(self, tenant_id: TenantId, task_id: UUID) -> list[AttemptRecord]:
+        attempts = self.queries.attempts(tenant_id, task_id)
+        if attempts is None:
+            raise TaskNotFoundError(task_id)
+        return attempts
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GetArtifacts:
+    queries: TaskQueries
+
+    def __call__(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord]:
+        artifacts = self.queries.artifacts(tenant_id, task_id)
+        if artifacts is None:
+            raise TaskNotFoundError(task_id)
+        return artifacts
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

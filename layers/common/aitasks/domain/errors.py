@@ -45,3 +45,30 @@ class DependencyUnavailableError(AitasksError):
 
 class MigrationError(AitasksError):
     """The schema migrations cannot be applied as they are."""
+
+
+class InvalidTaskError(AitasksError):
+    """The task breaks a rule of its type; `errors` are (field, message) pairs in the API's field names."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
+        self.errors = errors
+
+
+class PayloadTooLargeError(AitasksError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"prompt and context take {size} bytes; the limit is {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class IdempotencyKeyReusedError(AitasksError):
+    """The Idempotency-Key was already used by this tenant for a different request."""
+
+
+class RequestInProgressError(AitasksError):
+    """A request with the same Idempotency-Key is still being processed."""
+
+
+class IdempotencyKeyTakenError(AitasksError):
+    """The store already holds a task with this tenant's Idempotency-Key (the unique index's backstop)."""

@@ -12,6 +12,7 @@ from aitasks.domain.errors import IllegalTransitionError
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
+    from decimal import Decimal
 
 TenantId = NewType("TenantId", str)
 
@@ -100,6 +101,10 @@ class Task:
     locked_until: datetime | None = None
     last_error: str | None = None
     cancel_requested_at: datetime | None = None
+    # Usage over all attempts, kept by the executor.
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: Decimal | None = None
 
     @classmethod
     def submit(

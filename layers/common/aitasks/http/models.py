@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from aitasks.application.tasks import NewTask
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus
 
 if TYPE_CHECKING:
+    from aitasks.application.ports import ArtifactRecord, AttemptRecord
     from aitasks.domain.task import Task
 
+# The registered task types (domain/task_types.py REGISTRY; a test keeps the two equal), spelled out so the
+# OpenAPI document lists them.
 TaskType = Literal["chat", "summarize", "extract"]
+MAX_SCHEDULE_AHEAD = timedelta(days=365)
 
 
 class CamelModel(BaseModel):
@@ -39,8 +44,17 @@ class CreateTaskRequest(CamelModel):
     type: TaskType = Field(description="a registered task type")
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=9, description="0 is the most urgent")
     payload: TaskPayload
-    scheduled_at: AwareDatetime | None = Field(default=None, description="RFC 3339 time with offset")
+    scheduled_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 time with offset, at most 365 days ahead; a past time runs now"
+    )
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=MAX_ATTEMPTS_CEILING)
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _not_too_far(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
+            raise ValueError("must be at most 365 days ahead")
+        return value
 
     def to_new_task(self) -> NewTask:
         return NewTask(
@@ -65,6 +79,9 @@ class TaskView(CamelModel):
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
+    tokens_in: int = Field(description="input tokens over all attempts")
+    tokens_out: int = Field(description="output tokens over all attempts")
+    cost: Decimal | None = Field(description="USD over all attempts; null while no attempt has a known price")
 
     @classmethod
     def of(cls, task: Task) -> TaskView:
@@ -81,7 +98,56 @@ class TaskView(CamelModel):
             cancel_requested=task.cancel_requested_at is not None,
             created_at=task.created_at,
             updated_at=task.updated_at,
+            tokens_in=task.tokens_in,
+            tokens_out=task.tokens_out,
+            cost=task.cost,
         )
 
     def json_body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+class AttemptView(CamelModel):
+    attempt_no: int
+    status: str
+    model: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost: Decimal | None
+    latency_ms: int | None
+    error_code: str | None
+    error_detail: str | None
+    started_at: datetime
+    ended_at: datetime | None
+
+    @classmethod
+    def of(cls, a: AttemptRecord) -> AttemptView:
+        return cls(
+            attempt_no=a.attempt_no,
+            status=a.status,
+            model=a.model,
+            tokens_in=a.tokens_in,
+            tokens_out=a.tokens_out,
+            cost=a.cost,
+            latency_ms=a.latency_ms,
+            error_code=a.error_code,
+            error_detail=a.error_detail,
+            started_at=a.started_at,
+            ended_at=a.ended_at,
+        )
+
+
+class ArtifactView(CamelModel):
+    id: UUID
+    kind: Literal["text", "json", "file", "link"]
+    content: str | None
+    uri: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, a: ArtifactRecord) -> ArtifactView:
+        return cls(id=a.id, kind=a.kind, content=a.content, uri=a.uri, created_at=a.created_at)
+
+
+def dump(models: list[TaskView] | list[AttemptView] | list[ArtifactView]) -> list[dict[str, Any]]:
+    return [m.model_dump(mode="json", by_alias=True) for m in models]

@@ -12,7 +12,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 
 from aitasks.domain.errors import (
     DependencyUnavailableError,
+    IdempotencyKeyReusedError,
     IllegalTransitionError,
+    InvalidTaskError,
+    PayloadTooLargeError,
+    RequestInProgressError,
     TaskNotFoundError,
     UnauthorizedError,
 )
@@ -70,7 +74,7 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def install(app: APIGatewayRestResolver) -> None:
-    """Map every error the API can raise to a problem response."""
+    """Map every error the API can raise to a problem response; docs/api.md lists the problem types."""
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
@@ -79,6 +83,23 @@ def install(app: APIGatewayRestResolver) -> None:
             return problem(app, HTTPStatus.BAD_REQUEST, "malformed-json", "the request body is not valid JSON")
         fields = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in errors]
         return problem(app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the request is not valid", errors=fields)
+
+    @app.exception_handler(InvalidTaskError)
+    def _invalid_task(exc: InvalidTaskError) -> Response[str]:
+        fields = [{"field": field, "message": message} for field, message in exc.errors]
+        return problem(app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the task is not valid", errors=fields)
+
+    @app.exception_handler(PayloadTooLargeError)
+    def _too_large(exc: PayloadTooLargeError) -> Response[str]:
+        return problem(app, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too-large", str(exc))
+
+    @app.exception_handler(IdempotencyKeyReusedError)
+    def _key_reused(exc: IdempotencyKeyReusedError) -> Response[str]:
+        return problem(app, HTTPStatus.UNPROCESSABLE_ENTITY, "idempotency-key-reused", str(exc))
+
+    @app.exception_handler(RequestInProgressError)
+    def _in_progress(exc: RequestInProgressError) -> Response[str]:
+        return problem(app, HTTPStatus.CONFLICT, "request-in-progress", str(exc), headers={"Retry-After": "1"})
 
     @app.exception_handler(TaskNotFoundError)
     def _not_found(exc: TaskNotFoundError) -> Response[str]:

@@ -66,3 +66,59 @@ WITH done AS (
     FROM done
 )
 SELECT * FROM done;
+
+-- name: get_task_by_idempotency_key
+SELECT * FROM tasks WHERE tenant_id = %(tenant_id)s AND idempotency_key = %(idempotency_key)s;
+
+-- name: cancel_task
+-- transition: created -> cancelled
+-- transition: queued -> cancelled
+-- transition: reserved -> cancelled
+-- transition: failed -> cancelled
+WITH cancelled AS (
+    UPDATE tasks
+    SET status = 'cancelled', cancel_requested_at = COALESCE(cancel_requested_at, %(now)s),
+        locked_by = NULL, locked_until = NULL, updated_at = %(now)s
+    WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+      AND status IN ('created', 'queued', 'reserved', 'failed')
+    RETURNING *
+), event AS (
+    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
+    SELECT gen_random_uuid(), id, tenant_id, 'task.cancelled',
+           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
+    FROM cancelled
+)
+SELECT * FROM cancelled;
+
+-- name: request_cancel
+-- A running task only records the request (no status change): its executor notices it and ends the run.
+UPDATE tasks
+SET cancel_requested_at = COALESCE(cancel_requested_at, %(now)s), updated_at = %(now)s
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND status = 'running'
+RETURNING *;
+
+-- name: list_tasks
+-- Newest first; id breaks ties so pages are stable. Callers always pass both arrays (all values for "any"),
+-- so one plan serves every filter and the (tenant_id, status|type, created_at) indexes apply.
+SELECT * FROM tasks
+WHERE tenant_id = %(tenant_id)s AND status = ANY(%(statuses)s) AND type = ANY(%(types)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_tasks
+SELECT count(*) AS total FROM tasks
+WHERE tenant_id = %(tenant_id)s AND status = ANY(%(statuses)s) AND type = ANY(%(types)s);
+
+-- name: list_attempts
+-- One row with null attempt columns when the task has none; no row when it is not the tenant's.
+SELECT t.id AS task_id, a.attempt_no, a.status, a.model, a.tokens_in, a.tokens_out, a.cost, a.latency_ms,
+       a.error_code, a.error_detail, a.started_at, a.ended_at
+FROM tasks t LEFT JOIN task_attempts a ON a.task_id = t.id
+WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s
+ORDER BY a.attempt_no;
+
+-- name: list_artifacts
+SELECT t.id AS task_id, r.id AS artifact_id, r.kind, r.uri, r.content, r.created_at
+FROM tasks t LEFT JOIN task_artifacts r ON r.task_id = t.id
+WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s
+ORDER BY r.created_at, r.id;

@@ -1,0 +1,81 @@
+"""The registry of task types: what each accepts. The executor's prompts per type live with the AI adapters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from aitasks.domain.errors import InvalidTaskError, PayloadTooLargeError
+
+MAX_INPUT_BYTES = 256 * 1024
+
+Check = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+
+
+def _no_rules(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return []
+
+
+def _needs_context(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    context = payload.get("context")
+    return [] if context else [("payload.context", "summarize needs the text to summarise in context")]
+
+
+def _needs_json_schema(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    schema = (payload.get("params") or {}).get("schema")
+    if not isinstance(schema, dict):
+        return [("payload.params.schema", "extract needs a JSON Schema (an object) in params.schema")]
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return [("payload.params.schema", f"not a valid JSON Schema: {exc.message}")]
+    return []
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskType:
+    name: str
+    description: str
+    check: Check = _no_rules
+    artifact_kind: str = "text"
+
+
+REGISTRY: Mapping[str, TaskType] = {
+    t.name: t
+    for t in (
+        TaskType("chat", "answer the prompt"),
+        TaskType("summarize", "summarise the context as the prompt asks", _needs_context),
+        TaskType("extract", "extract JSON matching params.schema from the context", _needs_json_schema, "json"),
+    )
+}
+
+
+def input_size(payload: Mapping[str, Any]) -> int:
+    """Bytes of prompt plus context (a structured context counts as its compact JSON)."""
+    context = payload.get("context")
+    if context is None:
+        context_bytes = 0
+    elif isinstance(context, str):
+        context_bytes = len(context.encode())
+    else:
+        context_bytes = len(json.dumps(context, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(str(payload.get("prompt", "")).encode()) + context_bytes
+
+
+def validate_task(type_name: str, payload: Mapping[str, Any]) -> TaskType:
+    """The task's type, or InvalidTaskError / PayloadTooLargeError naming what is wrong."""
+    size = input_size(payload)
+    if size > MAX_INPUT_BYTES:
+        raise PayloadTooLargeError(size, MAX_INPUT_BYTES)
+    task_type = REGISTRY.get(type_name)
+    if task_type is None:
+        raise InvalidTaskError([("type", f"unknown task type; one of: {', '.join(sorted(REGISTRY))}")])
+    errors = task_type.check(payload)
+    if errors:
+        raise InvalidTaskError(errors)
+    return task_type
