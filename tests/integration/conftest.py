@@ -6,6 +6,7 @@ The session makes its own database on that server, migrated once; every test sta
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from aitasks import bootstrap
+from aitasks.adapters.idempotency import PostgresIdempotencyStore
+from aitasks.adapters.memory import InMemoryWorkQueue
 from aitasks.adapters.migrate import migrate
 from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository, PostgresTaskRepository, connect
 
@@ -74,7 +77,7 @@ def db(database_url: str) -> Iterator[ConnectionProvider]:
     """A connection provider to the migrated test database, with every table emptied first."""
     with connect(database_url) as conn:
         conn.execute(
-            "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys RESTART IDENTITY CASCADE"
+            "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys, idempotency_records CASCADE"
         )
     provider = ConnectionProvider(lambda: database_url)
     yield provider
@@ -91,3 +94,26 @@ def wired(db: ConnectionProvider, monkeypatch: pytest.MonkeyPatch) -> Connection
 
 def dbname(url: str) -> str:
     return str(conninfo_to_dict(url)["dbname"])
+
+
+@pytest.fixture
+def api(db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryWorkQueue]:
+    """The real handlers on the test database, one connection per thread (as one per Lambda environment)."""
+    local = threading.local()
+
+    def provider() -> ConnectionProvider:
+        if not hasattr(local, "provider"):
+            local.provider = ConnectionProvider(lambda: database_url)
+            opened.append(local.provider)
+        return local.provider
+
+    opened: list[ConnectionProvider] = []
+    queue = InMemoryWorkQueue()
+    monkeypatch.setattr(bootstrap, "task_repository", lambda: PostgresTaskRepository(provider()))
+    monkeypatch.setattr(bootstrap, "task_queries", lambda: PostgresTaskRepository(provider()))
+    monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(provider()))
+    monkeypatch.setattr(bootstrap, "idempotency_store", lambda: PostgresIdempotencyStore(provider()))
+    monkeypatch.setattr(bootstrap, "work_queue", lambda: queue)
+    yield queue
+    for p in opened:
+        p.close()

@@ -77,3 +77,43 @@ def test_no_secret_value_in_the_template() -> None:
     text = TEMPLATE.read_text().lower()
     assert "password" not in text
     assert "postgresql://" not in text
+
+
+def test_api_gateways_own_answers_are_problems(template: dict[str, Any]) -> None:
+    import json
+
+    responses = resources(template, "AWS::Serverless::Api")["Api"]["GatewayResponses"]
+    expected = {
+        "UNAUTHORIZED": 401,
+        "ACCESS_DENIED": 401,
+        "MISSING_AUTHENTICATION_TOKEN": 404,
+        "THROTTLED": 429,
+        "REQUEST_TOO_LARGE": 413,
+        "UNSUPPORTED_MEDIA_TYPE": 415,
+        "AUTHORIZER_FAILURE": 503,
+        "DEFAULT_4XX": 400,
+        "DEFAULT_5XX": 500,
+    }
+    for name, status in expected.items():
+        assert responses[name]["StatusCode"] == status, name
+    for name, response in responses.items():
+        assert response["ResponseParameters"]["Headers"]["Content-Type"] == "'application/problem+json'", name
+        body = json.loads(response["ResponseTemplates"]["application/json"])
+        assert body["status"] == response["StatusCode"], name
+        assert body["type"].startswith("https://aitasks.dev/problems/"), name
+        assert (body["instance"], body["traceId"]) == ("$context.path", "$context.requestId"), name
+        assert {"title", "detail"} <= body.keys()
+
+
+def test_every_route_of_the_handlers_is_in_the_template(template: dict[str, Any]) -> None:
+    import json
+
+    declared = {
+        (event["Properties"]["Method"].lower(), event["Properties"]["Path"].replace("{id}", "{task_id}"))
+        for fn in resources(template, "AWS::Serverless::Function").values()
+        for event in fn.get("Events", {}).values()
+        if event["Type"] == "Api"
+    }
+    document = json.loads((TEMPLATE.parent / "docs" / "openapi.json").read_text())
+    routed = {(method, path) for path, operations in document["paths"].items() for method in operations}
+    assert routed == declared

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
 from aitasks.application.ai import AiError, AiRequest, AiResult, FakeParams, Usage
@@ -96,6 +97,10 @@ def _answer(request: AiRequest) -> str:
         schema = request.params.get("schema")
         if not isinstance(schema, dict):
             raise AiError("bad_request", "extract needs a JSON Schema in params.schema")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise AiError("bad_request", f"params.schema is not a valid JSON Schema: {exc.message}") from exc
         instance = sample_instance(schema, root=schema)
         if not Draft202012Validator(schema).is_valid(instance):
             raise AiError("invalid_output", "the fake cannot build a value that matches this schema")
@@ -132,8 +137,8 @@ def _simplify(schema: Any, root: Mapping[str, Any]) -> dict[str, Any] | None:
             schema = (schema.get("anyOf") or schema["oneOf"])[0]
         elif schema.get("allOf"):
             merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                part = _simplify(part, root) or {}
+            for raw in schema["allOf"]:
+                part = _simplify(raw, root) or {}
                 properties = {**merged.get("properties", {}), **part.get("properties", {})}
                 required = [*merged.get("required", []), *part.get("required", [])]
                 merged = {**merged, **part, "properties": properties, "required": required}

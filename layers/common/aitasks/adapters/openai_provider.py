@@ -71,7 +71,7 @@ class OpenAiProvider:
 
         model = request.model or self.default_model
         messages = _messages(request)
-        options = self._options(request.params, model)
+        options = self._options(request, model)
         started = time.perf_counter()
         try:
             completion = self.client().chat.completions.create(
@@ -86,9 +86,12 @@ class OpenAiProvider:
         latency_ms = round((time.perf_counter() - started) * 1000)
         return _result(completion, model, latency_ms)
 
-    def _options(self, params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    def _options(self, request: AiRequest, model: str) -> dict[str, Any]:
         """The request's params as Chat Completions arguments; keys the API does not know (fake, schema) stay out."""
-        options: dict[str, Any] = {}
+        params = request.params
+        # JSON mode: the schema itself travels in the system message, since strict json_schema mode rejects the
+        # many schemas that do not list every property as required.
+        options: dict[str, Any] = {"response_format": {"type": "json_object"}} if request.task_type == "extract" else {}
         temperature = params.get("temperature")
         if temperature is not None:
             if not isinstance(temperature, int | float) or isinstance(temperature, bool):

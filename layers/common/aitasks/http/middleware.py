@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from aitasks.http.problems import problem
+from aitasks.http.problems import unsupported_media_type
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -13,15 +12,6 @@ if TYPE_CHECKING:
 
 
 def require_json(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[str]:
-    """A request that carries a body must say it is JSON (415 otherwise), before any validation runs."""
-    event = app.current_event
-    if event.body:
-        content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json" and not content_type.endswith("+json"):
-            return problem(
-                app,
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                f"send the body as application/json, not {content_type or 'without a Content-Type'}",
-            )
-    return next_middleware(app)
+    """A request that carries a body must say it is JSON (415 otherwise). Powertools' request validation runs
+    before middlewares, so problems.install makes the same check when validation fails first."""
+    return unsupported_media_type(app) or next_middleware(app)

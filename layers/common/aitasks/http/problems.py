@@ -65,6 +65,18 @@ def problem(
     )
 
 
+def unsupported_media_type(app: APIGatewayRestResolver) -> Response[str] | None:
+    """A 415 problem when the request has a body that does not say it is JSON; None when it is fine."""
+    event = app.current_event
+    if not event.body:
+        return None
+    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return None
+    detail = f"send the body as application/json, not {content_type or 'without a Content-Type'}"
+    return problem(app, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", detail)
+
+
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     # Powertools reports ("body", "payload", "prompt"); clients want "payload.prompt".
     parts = [str(p) for p in loc]
@@ -78,6 +90,10 @@ def install(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
+        # Powertools validates before any middleware runs, so the media type is judged here first.
+        wrong_type = unsupported_media_type(app)
+        if wrong_type is not None:
+            return wrong_type
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return problem(app, HTTPStatus.BAD_REQUEST, "malformed-json", "the request body is not valid JSON")
@@ -108,7 +124,7 @@ def install(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(IllegalTransitionError)
     def _conflict(exc: IllegalTransitionError) -> Response[str]:
         return problem(
-            app, HTTPStatus.CONFLICT, "conflict", f"the task is {exc.current}; it cannot become {exc.target}"
+            app, HTTPStatus.CONFLICT, "invalid-state", f"the task is {exc.current}; it cannot become {exc.target}"
         )
 
     @app.exception_handler(UnauthorizedError)

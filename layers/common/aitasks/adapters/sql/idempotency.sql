@@ -19,10 +19,11 @@ SELECT * FROM idempotency_records WHERE id = %(id)s;
 -- name: complete
 UPDATE idempotency_records
 SET status = %(status)s, expires_at = %(expires_at)s, response_data = %(response_data)s
-WHERE id = %(id)s;
+WHERE id = %(id)s
+RETURNING id;
 
 -- name: delete_record
-DELETE FROM idempotency_records WHERE id = %(id)s;
+DELETE FROM idempotency_records WHERE id = %(id)s RETURNING id;
 
 -- name: prune_expired
-DELETE FROM idempotency_records WHERE expires_at < %(now_s)s;
+DELETE FROM idempotency_records WHERE expires_at < %(now_s)s RETURNING id;
