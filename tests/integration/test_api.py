@@ -200,6 +200,21 @@ def test_the_other_error_statuses(api, db) -> None:
     assert count_tasks(db) == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/api/v1/tasks", "GET, POST"),
+        ("PUT", f"/api/v1/tasks/{uuid.uuid4()}", "GET"),
+        ("GET", f"/api/v1/tasks/{uuid.uuid4()}/cancel", "POST"),
+        ("POST", "/api/v1/health", "GET"),
+    ],
+)
+def test_a_wrong_method_on_a_known_path_is_405_with_allow(api, method: str, path: str, allow: str) -> None:
+    reply = call("query_tasks", method, path)
+    is_problem(reply, 405, "method-not-allowed")
+    assert reply.headers["allow"] == allow
+
+
 def test_a_scheduled_time_in_the_past_runs_now_and_a_future_one_is_delayed(api) -> None:
     past = create({**BODY, "scheduledAt": "2020-01-01T00:00:00+00:00"})
     soon = create({**BODY, "scheduledAt": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()})

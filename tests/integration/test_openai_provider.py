@@ -155,7 +155,7 @@ def test_summarize_sends_its_instructions_and_the_context(stub: OpenAiStub, prov
         (content_filtered(), "content_filter", False),
         (malformed(), "server_error", True),
         (Reply(body=b"<html>gateway</html>", content_type="text/html"), "server_error", True),
-        (ok(""), "invalid_output", False),
+        (ok(""), "invalid_output", True),
         (ok(None, refusal="I can't help with that"), "content_filter", False),
     ],
     ids=lambda v: v if isinstance(v, str) else None,

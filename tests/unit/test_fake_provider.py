@@ -179,7 +179,7 @@ def test_extract_fails_as_invalid_output_when_no_value_fits(provider: AiProvider
     with pytest.raises(AiError) as caught:
         provider.complete(extract(schema), timeout_s=1)
 
-    assert (caught.value.code, caught.value.retryable) == ("invalid_output", False)
+    assert (caught.value.code, caught.value.retryable) == ("invalid_output", True)
 
 
 @pytest.mark.parametrize("params", [{}, {"schema": "an object please"}, {"schema": {"type": "teapot"}}])
@@ -269,3 +269,12 @@ def test_extract_output_always_validates_and_is_deterministic(field: dict[str, A
 
     Draft202012Validator(schema).validate(json.loads(first.text))
     assert first == second
+
+
+def test_a_request_is_built_from_a_task_payload() -> None:
+    payload = {"prompt": "p", "context": {"k": "v"}, "model": "gpt-4o", "params": {"temperature": 0}}
+
+    built = AiRequest.from_payload("chat", payload, attempt_no=3)
+
+    assert built == AiRequest("chat", "p", {"k": "v"}, "gpt-4o", {"temperature": 0}, 3)
+    assert AiRequest.from_payload("chat", {"prompt": "p"}, attempt_no=1).params == {}

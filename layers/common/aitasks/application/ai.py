@@ -36,8 +36,8 @@ AiErrorCode = Literal[
 ]
 
 # The one classification table: may an attempt that failed with this code be tried again?
-# invalid_output: the model answered, but unusably (empty, refused to nothing); the same request is likely to do the
-# same again, so it is not worth paying for twice. unknown: a surprise should surface, not loop.
+# invalid_output: the model answered, but unusably (empty, or an extract answer that breaks its schema); sampling
+# again often fixes it, and the attempt budget bounds what it can cost. unknown: a surprise should surface, not loop.
 RETRYABLE: Mapping[AiErrorCode, bool] = MappingProxyType(
     {
         "rate_limit": True,
@@ -50,7 +50,7 @@ RETRYABLE: Mapping[AiErrorCode, bool] = MappingProxyType(
         "context_length": False,
         "auth": False,
         "quota": False,
-        "invalid_output": False,
+        "invalid_output": True,
         "unknown": False,
     }
 )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
+from importlib import resources
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +80,22 @@ def unsupported_media_type(app: APIGatewayRestResolver) -> Response[str] | None:
     return problem(app, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", detail)
 
 
+@functools.cache
+def _route_table() -> list[tuple[re.Pattern[str], list[str]]]:
+    """(path pattern, methods) of every route of the API, from the OpenAPI document the routes generated."""
+    document = json.loads(resources.files("aitasks.http").joinpath("openapi.json").read_text())
+    table = []
+    for path, operations in document["paths"].items():
+        pattern = re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(path))
+        table.append((re.compile(f"^{pattern}$"), sorted(m.upper() for m in operations)))
+    return table
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods the API answers on `path`; empty when no route has that path."""
+    return next((methods for pattern, methods in _route_table() if pattern.match(path)), [])
+
+
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     # Powertools reports ("body", "payload", "prompt"); clients want "payload.prompt".
     parts = [str(p) for p in loc]
@@ -144,6 +163,15 @@ def install(app: APIGatewayRestResolver) -> None:
 
     @app.not_found
     def _no_route(exc: Exception) -> Response[str]:
+        allowed = allowed_methods(app.current_event.path)
+        if allowed:
+            return problem(
+                app,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                f"{app.current_event.http_method} is not allowed here; use {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )
         return problem(app, HTTPStatus.NOT_FOUND, "not-found", "no such resource")
 
     @app.exception_handler(Exception)
