@@ -6,8 +6,8 @@ import functools
 import json
 import logging
 import re
-from importlib import resources
 from http import HTTPStatus
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
