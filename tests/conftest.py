@@ -95,19 +95,23 @@ def lambda_context() -> LambdaContext:
 _load_lock = threading.Lock()
 
 
-def load_handler(name: str) -> Any:
-    """Import functions/<name>/app.py as its own module, as Lambda does (every function's module is `app`)."""
+def load_handler(name: str, *, environment: str = "") -> Any:
+    """Import functions/<name>/app.py as its own module, as Lambda does (every function's module is `app`).
+
+    A module serves one request at a time (Powertools keeps the current request on its resolver), as a Lambda
+    environment does; tests that call concurrently give each thread its own `environment`, i.e. its own copy.
+    """
     with _load_lock:
-        return _load(name)
+        return _load(name, environment)
 
 
-def _load(name: str) -> Any:
+def _load(name: str, environment: str) -> Any:
     import importlib.util
     import pathlib
     import sys
 
     path = pathlib.Path(__file__).parents[1] / "functions" / name / "app.py"
-    module_name = f"handler_{name}"
+    module_name = f"handler_{name}{environment}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aitasks import bootstrap
 from aitasks.http import problems
-from aitasks.http.context import task_filter, tenant
+from aitasks.http.context import STATUS_LIST, TYPE_LIST, task_filter, tenant
 from aitasks.http.models import ArtifactView, AttemptView, TaskView, dump
 from aitasks.http.openapi import responses
 from aitasks.http.paging import link_header
@@ -44,8 +44,8 @@ def openapi() -> dict[str, Any]:
     responses=responses(200, list[TaskView], 401, 422, 429, 503),
 )
 def list_tasks(
-    status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
-    type: Annotated[str | None, Query(description="comma-separated task types")] = None,
+    status: Annotated[str | None, Query(description="comma-separated statuses", pattern=STATUS_LIST)] = None,
+    type: Annotated[str | None, Query(description="comma-separated task types", pattern=TYPE_LIST)] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=100)] = 20,
 ) -> Response[list[TaskView]]:

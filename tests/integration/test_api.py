@@ -32,14 +32,27 @@ class Reply:
         return f"<{self.status} {self.body}>"
 
 
-def call(function: str, method: str, path: str, *, tenant: str | None = "tenant-a", **kwargs: Any) -> Reply:
+def call(
+    function: str, method: str, path: str, *, tenant: str | None = "tenant-a", environment: str = "", **kwargs: Any
+) -> Reply:
     event = rest_event(method, path, tenant=tenant, **kwargs)
-    return Reply(load_handler(function).lambda_handler(event, LambdaContext(aws_request_id=str(uuid.uuid4()))))
+    handler = load_handler(function, environment=environment).lambda_handler
+    return Reply(handler(event, LambdaContext(aws_request_id=str(uuid.uuid4()))))
 
 
-def create(body: dict[str, Any] | None = None, *, tenant: str = "tenant-a", key: str | None = None) -> Reply:
+def create(
+    body: dict[str, Any] | None = None, *, tenant: str = "tenant-a", key: str | None = None, environment: str = ""
+) -> Reply:
     headers = {"Idempotency-Key": key} if key else None
-    return call("create_task", "POST", "/api/v1/tasks", body=body or BODY, tenant=tenant, headers=headers)
+    return call(
+        "create_task",
+        "POST",
+        "/api/v1/tasks",
+        body=body or BODY,
+        tenant=tenant,
+        headers=headers,
+        environment=environment,
+    )
 
 
 def get(path: str, *, tenant: str = "tenant-a", **query: str) -> Reply:
@@ -168,6 +181,8 @@ def test_attempts_and_artifacts_are_served_in_order(api, db) -> None:
         ),
         ({"type": "chat", "payload": {"prompt": "x", "surprise": 1}}, {"payload.surprise"}),
         ([1, 2], {"body"}),
+        ({"type": "chat", "payload": {"prompt": "a\u0000b"}}, {"payload"}),
+        ({"type": "chat", "payload": {"prompt": "x", "context": {"k\u0000": "v"}}}, {"payload"}),
     ],
 )
 def test_invalid_tasks_are_422_with_field_errors_and_change_nothing(api, db, body, fields) -> None:
@@ -180,17 +195,10 @@ def test_invalid_tasks_are_422_with_field_errors_and_change_nothing(api, db, bod
 
 def test_the_other_error_statuses(api, db) -> None:
     is_problem(call("create_task", "POST", "/api/v1/tasks", raw_body='{"type": '), 400, "malformed-json")
-    is_problem(
-        call(
-            "create_task",
-            "POST",
-            "/api/v1/tasks",
-            raw_body="type=chat",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        ),
-        415,
-        "unsupported-media-type",
-    )
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data"):
+        headers = {"Content-Type": content_type, "Idempotency-Key": "k"}
+        reply = call("create_task", "POST", "/api/v1/tasks", raw_body=json.dumps(BODY), headers=headers)
+        is_problem(reply, 415, "unsupported-media-type")
     huge = {"type": "chat", "payload": {"prompt": "x" * 200_000, "context": "y" * 70_000}}
     is_problem(create(huge), 413, "too-large")
     is_problem(get("/api/v1/nothing-here"), 404, "not-found")
@@ -400,13 +408,14 @@ def test_keys_belong_to_their_tenant(api, db) -> None:
 def test_fifty_concurrent_creates_with_one_key_make_one_task(api, db) -> None:
     replies: list[Reply] = []
     barrier = threading.Barrier(50)
-    load_handler("create_task")
+    for i in range(50):  # fifty Lambda environments, each with its own module and connection
+        load_handler("create_task", environment=f"-env{i}")
 
-    def client() -> None:
+    def client(i: int) -> None:
         barrier.wait()
-        replies.append(create(key="burst"))
+        replies.append(create(key="burst", environment=f"-env{i}"))
 
-    threads = [threading.Thread(target=client) for _ in range(50)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
     for t in threads:
         t.start()
     for t in threads:

@@ -67,11 +67,24 @@ def input_size(payload: Mapping[str, Any]) -> int:
     return len(str(payload.get("prompt", "")).encode()) + context_bytes
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def validate_task(type_name: str, payload: Mapping[str, Any]) -> TaskType:
     """The task's type, or InvalidTaskError / PayloadTooLargeError naming what is wrong."""
     size = input_size(payload)
     if size > MAX_INPUT_BYTES:
         raise PayloadTooLargeError(size, MAX_INPUT_BYTES)
+    if _has_nul(payload):
+        # PostgreSQL text and jsonb cannot hold U+0000; no model needs it either.
+        raise InvalidTaskError([("payload", "text must not contain the NUL character (U+0000)")])
     task_type = REGISTRY.get(type_name)
     if task_type is None:
         raise InvalidTaskError([("type", f"unknown task type; one of: {', '.join(sorted(REGISTRY))}")])

@@ -17,6 +17,16 @@ if TYPE_CHECKING:
 TENANT_KEY = "tenantId"
 
 
+def _comma_list(values: list[str]) -> str:
+    one = "|".join(values)
+    return f"^({one})(,({one}))*$"
+
+
+# The query values the listing accepts, as patterns the OpenAPI document shows.
+STATUS_LIST = _comma_list([s.value for s in TaskStatus])
+TYPE_LIST = _comma_list(list(REGISTRY))
+
+
 def tenant(app: APIGatewayRestResolver) -> TenantId:
     """The tenant the Lambda authorizer put in requestContext.authorizer; nothing in the request can choose it."""
     value = app.current_event.request_context.authorizer.get(TENANT_KEY)

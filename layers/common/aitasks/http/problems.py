@@ -11,7 +11,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from aitasks.domain.errors import (
     DependencyUnavailableError,
@@ -119,6 +122,11 @@ def install(app: APIGatewayRestResolver) -> None:
         fields = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in errors]
         return problem(app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the request is not valid", errors=fields)
 
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _media_type(exc: RequestUnsupportedContentType) -> Response[str]:
+        wrong_type = unsupported_media_type(app)
+        return wrong_type or problem(app, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", str(exc))
+
     @app.exception_handler(InvalidTaskError)
     def _invalid_task(exc: InvalidTaskError) -> Response[str]:
         fields = [{"field": field, "message": message} for field, message in exc.errors]
@@ -164,7 +172,9 @@ def install(app: APIGatewayRestResolver) -> None:
     @app.not_found
     def _no_route(exc: Exception) -> Response[str]:
         allowed = allowed_methods(app.current_event.path)
-        if allowed:
+        # A path that looks like a route with an allowed method came through the fallback only because the gateway
+        # could not match it (odd characters in a path parameter): that is an unknown resource, not a wrong verb.
+        if allowed and app.current_event.http_method not in allowed:
             return problem(
                 app,
                 HTTPStatus.METHOD_NOT_ALLOWED,
@@ -176,5 +186,10 @@ def install(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(Exception)
     def _bug(exc: Exception) -> Response[str]:
+        # Powertools parses form and multipart bodies before any of our code runs, and can fail on a malformed
+        # one (a multipart type without its boundary): a body that is not JSON is the client's 415, not our 500.
+        wrong_type = unsupported_media_type(app)
+        if wrong_type is not None:
+            return wrong_type
         logger.exception("unhandled error")
         return problem(app, HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred")
