@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -12,6 +13,7 @@ import pytest
 
 from aitasks.adapters.memory import InMemoryTaskRepository
 from aitasks.adapters.postgres import PostgresTaskRepository
+from aitasks.application.ports import Artifact, RunOutcome
 from aitasks.domain.errors import IdempotencyKeyTakenError
 from aitasks.domain.task import Task, TaskStatus, TenantId
 
@@ -44,7 +46,9 @@ def subject(request: pytest.FixtureRequest) -> Subject:
     def events(tid: UUID) -> list[tuple[str, int]]:
         rows = db().execute(
             "SELECT event_type, (payload->>'attemptNo')::int AS n FROM outbox_messages WHERE task_id = %s"
-            " ORDER BY occurred_at, (payload->>'attemptNo')::int, event_type = 'task.queued'",
+            " ORDER BY occurred_at, (payload->>'attemptNo')::int, array_position(ARRAY['task.created',"
+            " 'task.queued', 'task.started', 'task.failed', 'task.succeeded', 'task.cancelled',"
+            " 'task.dead_lettered'], event_type)",
             (tid,),
         )
         return [(r["event_type"], r["n"]) for r in rows]
@@ -106,21 +110,108 @@ def test_a_task_scheduled_later_or_unknown_cannot_be_claimed(subject: Subject) -
     assert due is not None
 
 
-def test_success_is_fenced_by_the_lease_holder_and_the_attempt(subject: Subject) -> None:
+SUCCESS = RunOutcome(
+    TaskStatus.SUCCEEDED,
+    "succeeded",
+    model="fake-echo-1",
+    tokens_in=7,
+    tokens_out=3,
+    cost=Decimal("0.00000150"),
+    latency_ms=12,
+    artifact=Artifact("text", "hi"),
+)
+
+
+def test_finishing_is_fenced_by_the_lease_holder_and_the_attempt(subject: Subject) -> None:
     task = subject.repo.add(submit())
     subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
-    assert subject.repo.succeed(task.id, locked_by="someone-else", attempt_no=1, now=NOW) is None
-    assert subject.repo.succeed(task.id, locked_by="run-1", attempt_no=2, now=NOW) is None
+    assert subject.repo.finish(task.id, SUCCESS, locked_by="someone-else", attempt_no=1, now=NOW) is None
+    assert subject.repo.finish(task.id, SUCCESS, locked_by="run-1", attempt_no=2, now=NOW) is None
     assert subject.repo.get(A, task.id).status is TaskStatus.RUNNING
-    done = subject.repo.succeed(task.id, locked_by="run-1", attempt_no=1, now=NOW + timedelta(seconds=3))
+    done = subject.repo.finish(task.id, SUCCESS, locked_by="run-1", attempt_no=1, now=NOW + timedelta(seconds=3))
     assert done is not None
     assert (done.status, done.locked_by, done.locked_until) == (TaskStatus.SUCCEEDED, None, None)
+    assert (done.tokens_in, done.tokens_out, done.cost) == (7, 3, Decimal("0.00000150"))
     assert subject.attempts(task.id) == [(1, "succeeded")]
     assert subject.events(task.id)[-1] == ("task.succeeded", 1)
-    # Finished: neither a late success nor a redelivered message does anything more.
-    assert subject.repo.succeed(task.id, locked_by="run-1", attempt_no=1, now=NOW) is None
+    # Finished: neither a late finish nor a redelivered message does anything more.
+    assert subject.repo.finish(task.id, SUCCESS, locked_by="run-1", attempt_no=1, now=NOW) is None
     assert subject.repo.claim(task.id, locked_by="run-3", lease_until=LEASE, now=NOW) is None
     assert len(subject.events(task.id)) == 4
+
+
+def test_a_failed_run_waits_for_its_retry_time_and_totals_add_up(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    retry_at = NOW + timedelta(seconds=30)
+    failed = RunOutcome(
+        TaskStatus.FAILED,
+        "failed",
+        model="m",
+        tokens_in=5,
+        tokens_out=0,
+        error_code="rate_limit",
+        error_detail="slow down",
+        available_at=retry_at,
+    )
+    after = subject.repo.finish(task.id, failed, locked_by="run-1", attempt_no=1, now=NOW)
+    assert (after.status, after.last_error, after.available_at) == (
+        TaskStatus.FAILED,
+        "rate_limit: slow down",
+        retry_at,
+    )
+    assert subject.repo.claim(task.id, locked_by="run-2", lease_until=LEASE, now=NOW) is None  # not due yet
+    second = subject.repo.claim(task.id, locked_by="run-2", lease_until=LEASE, now=retry_at)
+    assert second.attempt_count == 2
+    done = subject.repo.finish(task.id, SUCCESS, locked_by="run-2", attempt_no=2, now=retry_at)
+    assert (done.tokens_in, done.tokens_out, done.last_error) == (12, 3, None)
+    assert subject.attempts(task.id) == [(1, "failed"), (2, "succeeded")]
+    assert [e for e, _ in subject.events(task.id)][-4:] == [
+        "task.started",
+        "task.failed",
+        "task.started",
+        "task.succeeded",
+    ]
+
+
+def test_an_expired_lease_is_taken_over_and_the_late_run_changes_nothing(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    subject.repo.claim(task.id, locked_by="run-A", lease_until=LEASE, now=NOW)
+    assert subject.repo.abandon_expired(task.id, now=LEASE - timedelta(seconds=1)) is None  # still held
+    later = LEASE + timedelta(seconds=1)
+    closed = subject.repo.abandon_expired(task.id, now=later)
+    assert (closed.status, closed.locked_by) == (TaskStatus.FAILED, None)
+    taken = subject.repo.claim(task.id, locked_by="run-B", lease_until=later + timedelta(minutes=2), now=later)
+    assert taken.attempt_count == 2
+    assert subject.repo.finish(task.id, SUCCESS, locked_by="run-A", attempt_no=1, now=later) is None
+    assert subject.repo.extend_lease(task.id, locked_by="run-A", attempt_no=1, lease_until=later) is None
+    assert (
+        subject.repo.finish(task.id, SUCCESS, locked_by="run-B", attempt_no=2, now=later).status is TaskStatus.SUCCEEDED
+    )
+    assert subject.attempts(task.id) == [(1, "abandoned"), (2, "succeeded")]
+
+
+def test_a_heartbeat_renews_the_lease_and_reports_a_cancel_request(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    renewed = LEASE + timedelta(minutes=1)
+    assert (
+        subject.repo.extend_lease(task.id, locked_by="run-1", attempt_no=1, lease_until=renewed).cancel_requested
+        is False
+    )
+    assert subject.repo.get(A, task.id).locked_until == renewed
+    subject.repo.request_cancel(A, task.id, now=NOW)
+    assert subject.repo.extend_lease(task.id, locked_by="run-1", attempt_no=1, lease_until=renewed).cancel_requested
+
+
+def test_the_dlq_dead_letters_any_unfinished_task_once(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    dead = subject.repo.dead_letter(task.id, reason="dlq: 5 receives", now=NOW)
+    assert (dead.status, dead.last_error, dead.locked_by) == (TaskStatus.DEAD_LETTER, "dlq: 5 receives", None)
+    assert subject.attempts(task.id) == [(1, "abandoned")]
+    assert subject.repo.dead_letter(task.id, reason="again", now=NOW) is None
+    assert subject.events(task.id)[-1][0] == "task.dead_lettered"
 
 
 def test_one_idempotency_key_per_tenant(subject: Subject) -> None:

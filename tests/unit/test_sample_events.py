@@ -33,6 +33,14 @@ def test_executor_event(fakes, lambda_context) -> None:
     assert load_handler("executor").lambda_handler(load("executor.json"), lambda_context) == {"batchItemFailures": []}
 
 
+def test_dlq_event_for_an_unknown_task_changes_nothing(fakes, lambda_context) -> None:
+    tasks, _, _ = fakes
+    assert load_handler("dlq_handler").lambda_handler(load("dlq_handler.json"), lambda_context) == {
+        "batchItemFailures": []
+    }
+    assert tasks.tasks == {}
+
+
 def test_authorizer_event_with_its_placeholder_key_is_denied(fakes, lambda_context) -> None:
     with pytest.raises(Exception, match=r"^Unauthorized$"):
         load_handler("authorizer").lambda_handler(load("authorizer.json"), lambda_context)

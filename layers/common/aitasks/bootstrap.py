@@ -17,7 +17,9 @@ from aitasks.adapters.postgres import (
     database_url_from_secret,
 )
 from aitasks.adapters.sqs import SqsWorkQueue
+from aitasks.application.ai import DEFAULT_PRICES, PriceTable
 from aitasks.application.auth import Authenticate, CreateApiKey
+from aitasks.application.executor import DeadLetterTask, RunTask
 from aitasks.application.tasks import (
     CancelTask,
     CreateTask,
@@ -25,8 +27,8 @@ from aitasks.application.tasks import (
     GetAttempts,
     GetTask,
     ListTasks,
-    RunTask,
 )
+from aitasks.domain.retry import RetryPolicy
 from aitasks.settings import get_settings
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from aitasks.application.ai import AiProvider
     from aitasks.application.ports import ApiKeyRepository, TaskQueries, TaskRepository, WorkQueue
     from aitasks.domain.task import TenantId
 
@@ -80,8 +83,40 @@ def work_queue() -> WorkQueue:
     return SqsWorkQueue(url)
 
 
+@functools.cache
+def ai_provider() -> AiProvider:
+    """The model provider of the settings. The OpenAI SDK is imported only when this provider is built."""
+    settings = get_settings()
+    if settings.ai_provider == "fake":
+        from aitasks.adapters.fake_provider import FakeAiProvider
+
+        return FakeAiProvider()
+    from aitasks.adapters.openai_provider import OpenAiProvider
+
+    return OpenAiProvider(
+        api_key=openai_api_key(), base_url=settings.openai_base_url, default_model=settings.ai_default_model
+    )
+
+
+def openai_api_key() -> str:
+    settings = get_settings()
+    if settings.openai_api_key is not None:
+        return settings.openai_api_key.get_secret_value()
+    if settings.openai_api_key_secret_arn:
+        from aws_lambda_powertools.utilities import parameters
+
+        return str(parameters.get_secret(settings.openai_api_key_secret_arn, max_age=300))
+    raise RuntimeError("AI_PROVIDER=openai needs OPENAI_API_KEY (locally) or OPENAI_API_KEY_SECRET_ARN (on AWS)")
+
+
+@functools.cache
+def prices() -> PriceTable:
+    overrides = get_settings().ai_prices_json
+    return DEFAULT_PRICES.with_overrides(overrides) if overrides else DEFAULT_PRICES
+
+
 def create_task() -> CreateTask:
-    return CreateTask(task_repository(), work_queue())
+    return CreateTask(task_repository(), work_queue(), allow_fake=get_settings().ai_provider == "fake")
 
 
 def get_task() -> GetTask:
@@ -122,7 +157,21 @@ def idempotently(
 
 
 def run_task() -> RunTask:
-    return RunTask(task_repository(), lease_s=get_settings().lease_seconds)
+    settings = get_settings()
+    return RunTask(
+        task_repository(),
+        work_queue(),
+        ai_provider(),
+        prices(),
+        RetryPolicy(),
+        lease_s=settings.lease_seconds,
+        heartbeat_s=settings.heartbeat_seconds,
+        ai_timeout_s=settings.ai_timeout_seconds,
+    )
+
+
+def dead_letter_task() -> DeadLetterTask:
+    return DeadLetterTask(task_repository())
 
 
 def authenticate() -> Authenticate:

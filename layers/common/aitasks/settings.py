@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +23,22 @@ class Settings(BaseSettings):
     database_secret_max_age_s: int = Field(default=300, ge=0, description="how long a fetched secret is cached")
     work_queue_url: str | None = Field(default=None, description="the SQS queue the executor consumes")
     lease_seconds: int = Field(default=150, ge=1, description="executor lease; below the queue visibility timeout")
+    heartbeat_seconds: int = Field(default=30, ge=1, description="how often a running task renews its lease")
+    ai_provider: Literal["fake", "openai"] = Field(default="fake", description="the model provider")
+    ai_timeout_seconds: float = Field(default=100, gt=0, description="one model call; below the executor timeout")
+    ai_default_model: str = Field(default="gpt-4o-mini", description="the model when a task names none")
+    openai_api_key: SecretStr | None = Field(default=None, description="local use; on AWS use the secret")
+    openai_api_key_secret_arn: str | None = Field(default=None, description="Secrets Manager secret: the key")
+    openai_base_url: str | None = Field(default=None, description="OpenAI-compatible or Azure OpenAI endpoint")
+    ai_prices_json: str | None = Field(default=None, description="price overrides (see application/ai.py)")
+
+    @model_validator(mode="after")
+    def _timeouts_nest(self) -> Settings:
+        if not self.ai_timeout_seconds < self.lease_seconds:
+            raise ValueError("AI_TIMEOUT_SECONDS must be below LEASE_SECONDS")
+        if not self.heartbeat_seconds < self.lease_seconds:
+            raise ValueError("HEARTBEAT_SECONDS must be below LEASE_SECONDS")
+        return self
 
 
 @functools.cache

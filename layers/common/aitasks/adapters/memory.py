@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
-from aitasks.application.ports import ArtifactRecord, AttemptRecord
+from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease
 from aitasks.domain.errors import IdempotencyKeyTakenError
 from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, sources_of
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
-    from aitasks.application.ports import TaskFilter
+    from aitasks.application.ports import RunOutcome, TaskFilter
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,6 +45,7 @@ class InMemoryTaskRepository:
     def __init__(self) -> None:
         self.tasks: dict[UUID, Task] = {}
         self.attempts_log: list[RecordedAttempt] = []
+        self.artifacts_log: list[tuple[UUID, str, str]] = []
         self.events: list[RecordedEvent] = []
         self._lock = threading.Lock()
 
@@ -85,26 +86,96 @@ class InMemoryTaskRepository:
             self._event(claimed, TaskStatus.RUNNING)
             return claimed
 
-    def succeed(self, task_id: UUID, *, locked_by: str, attempt_no: int, now: datetime) -> Task | None:
+    def finish(
+        self, task_id: UUID, outcome: RunOutcome, *, locked_by: str, attempt_no: int, now: datetime
+    ) -> Task | None:
         with self._lock:
             task = self.tasks.get(task_id)
             if (
                 task is None
-                or task.status not in sources_of(TaskStatus.SUCCEEDED)
+                or task.status is not TaskStatus.RUNNING
                 or task.locked_by != locked_by
                 or task.attempt_count != attempt_no
             ):
                 return None
-            done = task.transition(TaskStatus.SUCCEEDED, now, locked_by=None, locked_until=None, last_error=None)
+            done = task.transition(
+                outcome.status,
+                now,
+                locked_by=None,
+                locked_until=None,
+                last_error=outcome.last_error,
+                available_at=outcome.available_at or task.available_at,
+                tokens_in=task.tokens_in + (outcome.tokens_in or 0),
+                tokens_out=task.tokens_out + (outcome.tokens_out or 0),
+                cost=task.cost if outcome.cost is None else (task.cost or 0) + outcome.cost,
+            )
             self.tasks[task_id] = done
-            self.attempts_log = [
-                dataclasses.replace(a, status="succeeded")
-                if (a.task_id, a.attempt_no, a.status) == (task_id, attempt_no, "running")
-                else a
-                for a in self.attempts_log
-            ]
-            self._event(done, TaskStatus.SUCCEEDED)
+            self._close_attempt(task_id, outcome.attempt_status, attempt_no)
+            if outcome.artifact is not None:
+                self.artifacts_log.append((task_id, outcome.artifact.kind, outcome.artifact.content))
+            self._event(done, outcome.status)
             return done
+
+    def _close_attempt(self, task_id: UUID, status: str, attempt_no: int | None = None) -> None:
+        self.attempts_log = [
+            dataclasses.replace(a, status=status)
+            if a.task_id == task_id and a.status == "running" and attempt_no in (None, a.attempt_no)
+            else a
+            for a in self.attempts_log
+        ]
+
+    def extend_lease(self, task_id: UUID, *, locked_by: str, attempt_no: int, lease_until: datetime) -> Lease | None:
+        with self._lock:
+            task = self.tasks.get(task_id)
+            if task is None or task.status is not TaskStatus.RUNNING or task.locked_by != locked_by:
+                return None
+            if task.attempt_count != attempt_no:
+                return None
+            self.tasks[task_id] = dataclasses.replace(task, locked_until=lease_until)
+            return Lease(cancel_requested=task.cancel_requested_at is not None)
+
+    def abandon_expired(self, task_id: UUID, *, now: datetime) -> Task | None:
+        with self._lock:
+            task = self.tasks.get(task_id)
+            if (
+                task is None
+                or task.status is not TaskStatus.RUNNING
+                or not task.locked_until
+                or task.locked_until >= now
+            ):
+                return None
+            if task.cancel_requested_at is not None:
+                status = TaskStatus.CANCELLED
+            elif task.attempt_count >= task.max_attempts:
+                status = TaskStatus.DEAD_LETTER
+            else:
+                status = TaskStatus.FAILED
+            closed = task.transition(
+                status,
+                now,
+                locked_by=None,
+                locked_until=None,
+                available_at=now,
+                last_error="lease_expired: the run stopped renewing its lease (timeout or crash)",
+            )
+            self.tasks[task_id] = closed
+            self._close_attempt(task_id, "abandoned")
+            self._event(closed, status)
+            return closed
+
+    def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
+        with self._lock:
+            task = self.tasks.get(task_id)
+            if task is None or task.terminal:
+                return None
+            dead = task.transition(TaskStatus.DEAD_LETTER, now, last_error=reason, locked_by=None, locked_until=None)
+            self.tasks[task_id] = dead
+            self._close_attempt(task_id, "abandoned")
+            self._event(dead, TaskStatus.DEAD_LETTER)
+            return dead
+
+    def get_by_id(self, task_id: UUID) -> Task | None:
+        return self.tasks.get(task_id)
 
     def find_by_idempotency_key(self, tenant_id: TenantId, key: str) -> Task | None:
         return next((t for t in self.tasks.values() if (t.tenant_id, t.idempotency_key) == (tenant_id, key)), None)
@@ -161,7 +232,14 @@ class InMemoryTaskRepository:
         return [a for a in self.attempts_log if a.task_id == task_id]
 
     def artifacts(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord] | None:
-        return None if self.get(tenant_id, task_id) is None else []
+        task = self.get(tenant_id, task_id)
+        if task is None:
+            return None
+        return [
+            ArtifactRecord(uuid4(), kind, None, content, task.updated_at)
+            for tid, kind, content in self.artifacts_log
+            if tid == task_id
+        ]
 
 
 class InMemoryApiKeyRepository:
@@ -194,9 +272,13 @@ class SentMessage:
 class InMemoryWorkQueue:
     def __init__(self) -> None:
         self.sent: list[SentMessage] = []
+        self.extended: list[tuple[str, int]] = []
 
     def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None:
         self.sent.append(SentMessage(task_id, attempt_no, delay_s))
+
+    def extend_visibility(self, receipt_handle: str, seconds: int) -> None:
+        self.extended.append((receipt_handle, seconds))
 
 
 class InMemoryIdempotencyStore(BasePersistenceLayer):

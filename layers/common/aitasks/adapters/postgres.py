@@ -13,15 +13,17 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from aitasks.application.ports import ArtifactRecord, AttemptRecord, TaskFilter
+from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease, TaskFilter
 from aitasks.domain.errors import DependencyUnavailableError, IdempotencyKeyTakenError
-from aitasks.domain.task import Task, TaskStatus, TenantId
+from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from datetime import datetime
 
     from psycopg.rows import DictRow
+
+    from aitasks.application.ports import RunOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,10 @@ class _Repository:
             raise DependencyUnavailableError("database") from exc
 
 
+# The statuses finish_run may set (its `-- transition:` lines).
+_FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD_LETTER, TaskStatus.CANCELLED})
+
+
 def _task(row: Mapping[str, Any] | None) -> Task | None:
     if row is None:
         return None
@@ -163,9 +169,47 @@ class PostgresTaskRepository(_Repository):
         params = {"id": task_id, "locked_by": locked_by, "lease_until": lease_until, "now": now}
         return _task(self._fetchone("claim_task", params))
 
-    def succeed(self, task_id: UUID, *, locked_by: str, attempt_no: int, now: datetime) -> Task | None:
-        params = {"id": task_id, "locked_by": locked_by, "attempt_no": attempt_no, "now": now}
-        return _task(self._fetchone("succeed_task", params))
+    def finish(
+        self, task_id: UUID, outcome: RunOutcome, *, locked_by: str, attempt_no: int, now: datetime
+    ) -> Task | None:
+        if outcome.status not in _FINISHED:
+            raise ValueError(f"a run cannot end as {outcome.status}")
+        artifact = outcome.artifact
+        params = {
+            "id": task_id,
+            "locked_by": locked_by,
+            "attempt_no": attempt_no,
+            "now": now,
+            "status": outcome.status.value,
+            "event_type": EVENT_FOR_STATUS[outcome.status],
+            "attempt_status": outcome.attempt_status,
+            "last_error": outcome.last_error,
+            "available_at": outcome.available_at,
+            "model": outcome.model,
+            "tokens_in": outcome.tokens_in,
+            "tokens_out": outcome.tokens_out,
+            "cost": outcome.cost,
+            "latency_ms": outcome.latency_ms,
+            "error_code": outcome.error_code,
+            "error_detail": outcome.error_detail,
+            "artifact_kind": artifact.kind if artifact else None,
+            "artifact_content": artifact.content if artifact else None,
+        }
+        return _task(self._fetchone("finish_run", params))
+
+    def extend_lease(self, task_id: UUID, *, locked_by: str, attempt_no: int, lease_until: datetime) -> Lease | None:
+        params = {"id": task_id, "locked_by": locked_by, "attempt_no": attempt_no, "lease_until": lease_until}
+        row = self._fetchone("extend_lease", params)
+        return Lease(cancel_requested=row["cancel_requested_at"] is not None) if row else None
+
+    def abandon_expired(self, task_id: UUID, *, now: datetime) -> Task | None:
+        return _task(self._fetchone("abandon_expired_run", {"id": task_id, "now": now}))
+
+    def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
+        return _task(self._fetchone("dead_letter", {"id": task_id, "reason": reason, "now": now}))
+
+    def get_by_id(self, task_id: UUID) -> Task | None:
+        return _task(self._fetchone("get_task_by_id", {"id": task_id}))
 
     def find_by_idempotency_key(self, tenant_id: TenantId, key: str) -> Task | None:
         return _task(self._fetchone("get_task_by_idempotency_key", {"tenant_id": tenant_id, "idempotency_key": key}))

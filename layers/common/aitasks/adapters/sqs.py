@@ -24,3 +24,8 @@ class SqsWorkQueue:
     def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None:
         body = WakeUp(task_id=task_id, attempt=attempt_no).model_dump_json(by_alias=True)
         self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, DelaySeconds=delay_s)
+
+    def extend_visibility(self, receipt_handle: str, seconds: int) -> None:
+        self._client.change_message_visibility(
+            QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=min(seconds, 43_200)
+        )

@@ -65,8 +65,27 @@ class TaskRepository(Protocol):
         """Lease a runnable task (queued, or failed and due) and open its next attempt; None when not runnable."""
         ...
 
-    def succeed(self, task_id: UUID, *, locked_by: str, attempt_no: int, now: datetime) -> Task | None:
-        """Finish the leased run as succeeded; fenced by (task id, locked_by, attempt): None when the lease is lost."""
+    def finish(
+        self, task_id: UUID, outcome: RunOutcome, *, locked_by: str, attempt_no: int, now: datetime
+    ) -> Task | None:
+        """End the leased run with its outcome (attempt, totals, artifact, event in one statement); fenced by
+        (task id, locked_by, attempt): None when the lease was lost and nothing changed."""
+        ...
+
+    def extend_lease(self, task_id: UUID, *, locked_by: str, attempt_no: int, lease_until: datetime) -> Lease | None:
+        """Renew a held lease; None when it is no longer held (taken over or finished)."""
+        ...
+
+    def abandon_expired(self, task_id: UUID, *, now: datetime) -> Task | None:
+        """Close a run whose lease expired (attempt abandoned; task failed, dead-lettered or cancelled)."""
+        ...
+
+    def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
+        """Move a task that is not finished to dead_letter (its message reached the DLQ)."""
+        ...
+
+    def get_by_id(self, task_id: UUID) -> Task | None:
+        """A task whoever its tenant: only for the executor and operators, never for a request."""
         ...
 
     def find_by_idempotency_key(self, tenant_id: TenantId, key: str) -> Task | None: ...
@@ -114,6 +133,44 @@ class WorkQueue(Protocol):
     """Wake-up calls for the executor. A message only names a task; Postgres stays the source of truth."""
 
     def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None: ...
+
+    def extend_visibility(self, receipt_handle: str, seconds: int) -> None:
+        """Keep a message being worked on hidden from other consumers for `seconds` more."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    cancel_requested: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Artifact:
+    kind: str
+    content: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How a run ended: the task's new status, the attempt's record, what it produced."""
+
+    status: TaskStatus
+    attempt_status: str
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost: Decimal | None = None
+    latency_ms: int | None = None
+    error_code: str | None = None
+    error_detail: str | None = None
+    artifact: Artifact | None = None
+    available_at: datetime | None = None  # a failed task: when it may run again
+
+    @property
+    def last_error(self) -> str | None:
+        if self.error_code is None:
+            return None
+        return f"{self.error_code}: {self.error_detail}" if self.error_detail else self.error_code
 
 
 class WakeUp(BaseModel):

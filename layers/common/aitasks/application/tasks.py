@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from aitasks.application.ai import FakeParams
 from aitasks.domain.errors import (
     IdempotencyKeyReusedError,
     IdempotencyKeyTakenError,
     IllegalTransitionError,
+    InvalidTaskError,
     TaskNotFoundError,
 )
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Task, TaskStatus, TenantId
@@ -62,10 +66,12 @@ class CreateTask:
 
     tasks: TaskRepository
     queue: WorkQueue
+    allow_fake: bool = False
     clock: Callable[[], datetime] = utc_now
 
     def __call__(self, tenant_id: TenantId, new: NewTask, idempotency_key: str | None = None) -> Task:
         validate_task(new.type, new.payload)
+        self._check_fake(new.payload)
         now = self.clock()
         submitted = Task.submit(
             tenant_id=tenant_id,
@@ -84,6 +90,19 @@ class CreateTask:
             task = self._same_request(tenant_id, idempotency_key, new)
         self._wake(task, now)
         return task
+
+    def _check_fake(self, payload: Mapping[str, Any]) -> None:
+        """params.fake scripts the fake provider; with a real one it would be silently ignored, so it is refused."""
+        fake = (payload.get("params") or {}).get("fake")
+        if fake is None:
+            return
+        if not self.allow_fake:
+            raise InvalidTaskError([("payload.params.fake", "only the fake provider takes this; it is not in use")])
+        try:
+            FakeParams.model_validate(fake)
+        except ValidationError as exc:
+            errors = [("payload.params.fake." + ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+            raise InvalidTaskError([(f.rstrip("."), m) for f, m in errors]) from exc
 
     def _same_request(self, tenant_id: TenantId, key: str, new: NewTask) -> Task:
         existing = self.tasks.find_by_idempotency_key(tenant_id, key)
@@ -198,29 +217,3 @@ class GetArtifacts:
         if artifacts is None:
             raise TaskNotFoundError(task_id)
         return artifacts
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunTask:
-    """Claim the task named by a wake-up message and run it to an outcome.
-
-    PLACEHOLDER until the executor issue lands: after the claim it marks the attempt succeeded without calling a
-    model, so the lifecycle can be seen end to end. No model, tokens, cost or artifact is recorded.
-    """
-
-    tasks: TaskRepository
-    lease_s: int
-    clock: Callable[[], datetime] = utc_now
-
-    def __call__(self, task_id: UUID, *, invocation_id: str) -> Task | None:
-        now = self.clock()
-        claimed = self.tasks.claim(
-            task_id, locked_by=invocation_id, lease_until=now + timedelta(seconds=self.lease_s), now=now
-        )
-        if claimed is None:
-            logger.info(
-                "nothing to run: task is not runnable (duplicate, finished or cancelled)",
-                extra={"task_id": str(task_id)},
-            )
-            return None
-        return self.tasks.succeed(task_id, locked_by=invocation_id, attempt_no=claimed.attempt_count, now=self.clock())

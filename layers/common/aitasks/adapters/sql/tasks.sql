@@ -44,11 +44,21 @@ WITH claimed AS (
 )
 SELECT * FROM claimed;
 
--- name: succeed_task
+-- name: finish_run
+-- The end of a leased run, fenced by (id, locked_by, attempt): a run whose lease was taken over changes nothing.
+-- The status comes from the caller (adapters/postgres.py allows only these targets):
 -- transition: running -> succeeded
+-- transition: running -> failed
+-- transition: running -> dead_letter
+-- transition: running -> cancelled
 WITH done AS (
     UPDATE tasks
-    SET status = 'succeeded', locked_by = NULL, locked_until = NULL, last_error = NULL, updated_at = %(now)s
+    SET status = %(status)s, locked_by = NULL, locked_until = NULL, last_error = %(last_error)s::text,
+        available_at = COALESCE(%(available_at)s::timestamptz, available_at),
+        tokens_in = tokens_in + COALESCE(%(tokens_in)s::bigint, 0),
+        tokens_out = tokens_out + COALESCE(%(tokens_out)s::bigint, 0),
+        cost = CASE WHEN %(cost)s::numeric IS NULL THEN cost ELSE COALESCE(cost, 0) + %(cost)s::numeric END,
+        updated_at = %(now)s
     WHERE id = %(id)s
       AND status IN ('running')
       AND locked_by = %(locked_by)s
@@ -56,16 +66,85 @@ WITH done AS (
     RETURNING *
 ), attempt AS (
     UPDATE task_attempts
-    SET status = 'succeeded', ended_at = %(now)s,
-        latency_ms = (extract(epoch FROM %(now)s - started_at) * 1000)::integer
+    SET status = %(attempt_status)s, ended_at = %(now)s, model = %(model)s::text,
+        tokens_in = %(tokens_in)s::integer, tokens_out = %(tokens_out)s::integer, cost = %(cost)s::numeric,
+        latency_ms = %(latency_ms)s::integer, error_code = %(error_code)s::text, error_detail = %(error_detail)s::text
     WHERE task_id = (SELECT id FROM done) AND attempt_no = %(attempt_no)s AND status = 'running'
+), artifact AS (
+    INSERT INTO task_artifacts (id, task_id, kind, content, created_at)
+    SELECT gen_random_uuid(), id, %(artifact_kind)s::text, %(artifact_content)s::text, %(now)s
+    FROM done WHERE %(artifact_kind)s::text IS NOT NULL
 ), event AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
-    SELECT gen_random_uuid(), id, tenant_id, 'task.succeeded',
+    SELECT gen_random_uuid(), id, tenant_id, %(event_type)s,
            jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
     FROM done
 )
 SELECT * FROM done;
+
+-- name: extend_lease
+-- A heartbeat: renew the lease of a run that still holds it; says whether a cancel was requested.
+UPDATE tasks SET locked_until = %(lease_until)s
+WHERE id = %(id)s AND status = 'running' AND locked_by = %(locked_by)s AND attempt_count = %(attempt_no)s
+RETURNING cancel_requested_at;
+
+-- name: abandon_expired_run
+-- A run whose lease expired died (timeout, OOM, lost host): close its attempt as abandoned; the task is cancelled
+-- if that was asked, dead-lettered if its attempts are spent, else failed and due at once.
+-- transition: running -> cancelled
+-- transition: running -> dead_letter
+-- transition: running -> failed
+WITH stale AS (
+    UPDATE tasks
+    SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      WHEN attempt_count >= max_attempts THEN 'dead_letter'
+                      ELSE 'failed' END,
+        last_error = 'lease_expired: the run stopped renewing its lease (timeout or crash)',
+        locked_by = NULL, locked_until = NULL, available_at = %(now)s, updated_at = %(now)s
+    WHERE id = %(id)s AND status IN ('running') AND locked_until < %(now)s
+    RETURNING *
+), attempt AS (
+    UPDATE task_attempts
+    SET status = 'abandoned', ended_at = %(now)s, error_code = 'lease_expired',
+        error_detail = 'the run stopped renewing its lease'
+    WHERE task_id = (SELECT id FROM stale) AND status = 'running'
+), event AS (
+    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
+    SELECT gen_random_uuid(), id, tenant_id,
+           CASE status WHEN 'cancelled' THEN 'task.cancelled' WHEN 'dead_letter' THEN 'task.dead_lettered'
+                       ELSE 'task.failed' END,
+           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
+    FROM stale
+)
+SELECT * FROM stale;
+
+-- name: dead_letter
+-- Its message reached the DLQ: whatever the task was doing, it is dead now (a running attempt is abandoned).
+-- transition: created -> dead_letter
+-- transition: queued -> dead_letter
+-- transition: reserved -> dead_letter
+-- transition: running -> dead_letter
+-- transition: failed -> dead_letter
+WITH dead AS (
+    UPDATE tasks
+    SET status = 'dead_letter', last_error = %(reason)s, locked_by = NULL, locked_until = NULL, updated_at = %(now)s
+    WHERE id = %(id)s AND status IN ('created', 'queued', 'reserved', 'running', 'failed')
+    RETURNING *
+), attempt AS (
+    UPDATE task_attempts
+    SET status = 'abandoned', ended_at = %(now)s, error_code = 'dlq', error_detail = %(reason)s
+    WHERE task_id = (SELECT id FROM dead) AND status = 'running'
+), event AS (
+    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
+    SELECT gen_random_uuid(), id, tenant_id, 'task.dead_lettered',
+           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
+    FROM dead
+)
+SELECT * FROM dead;
+
+-- name: get_task_by_id
+-- For the executor, which acts on the task a message names, whoever its tenant.
+SELECT * FROM tasks WHERE id = %(id)s;
 
 -- name: get_task_by_idempotency_key
 SELECT * FROM tasks WHERE tenant_id = %(tenant_id)s AND idempotency_key = %(idempotency_key)s;
