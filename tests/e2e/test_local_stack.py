@@ -39,6 +39,24 @@ def test_a_task_is_created_read_back_and_picked_up_by_the_executor(stack: Stack)
 
     task = wait_for_status(stack, location, "succeeded")
     assert (task["id"], task["status"], task["attemptCount"]) == (body["id"], "succeeded", 1)
+    assert task["tokensIn"] > 0 and task["tokensOut"] > 0
+
+    [attempt] = requests.get(f"{location}/attempts", headers=stack.headers(), timeout=10).json()
+    assert (attempt["attemptNo"], attempt["status"], attempt["model"]) == (1, "succeeded", "fake-echo-1")
+    assert attempt["tokensIn"] == task["tokensIn"] and attempt["cost"] == "0.00000000"
+    [artifact] = requests.get(f"{location}/artifacts", headers=stack.headers(), timeout=10).json()
+    assert artifact["kind"] == "text" and "Say hello" in artifact["content"]
+
+
+def test_a_failing_task_is_retried_and_succeeds_on_its_second_attempt(stack: Stack) -> None:
+    body = {"type": "chat", "payload": {"prompt": "flaky", "params": {"fake": {"failAttempts": 1}}}}
+    created = requests.post(f"{stack.url}/tasks", json=body, headers=stack.headers(), timeout=30)
+    assert created.status_code == 202, created.text
+    location = urljoin(created.url, created.headers["Location"])
+    task = wait_for_status(stack, location, "succeeded", timeout_s=90)
+    assert (task["status"], task["attemptCount"]) == ("succeeded", 2)
+    attempts = requests.get(f"{location}/attempts", headers=stack.headers(), timeout=10).json()
+    assert [(a["status"], a["errorCode"]) for a in attempts] == [("failed", "server_error"), ("succeeded", None)]
 
 
 def test_no_valid_key_no_access(stack: Stack) -> None:

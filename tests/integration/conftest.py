@@ -117,3 +117,6 @@ def api(db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPat
     yield queue
     for p in opened:
         p.close()
+
+
+from tests.support.openai_stub import openai_stub  # noqa: E402, F401 - the fixture, for every integration test

@@ -48,17 +48,24 @@ def test_timeouts_nest_and_the_redrive_keeps_messages(template: dict[str, Any]) 
         if event["Type"] == "SQS"
     ]
     assert sources, "no SQS event source found"
+    work_sources = 0
     for name, fn, source in sources:
         timeout = fn.get("Timeout", default_timeout)
         queue = queues[source["Queue"]["GetAtt"].split(".")[0]]
-        lease = int(fn["Environment"]["Variables"]["LEASE_SECONDS"])
-        assert timeout < lease <= queue["VisibilityTimeout"], name
-        assert queue["VisibilityTimeout"] >= 6 * timeout, name
         assert "ReportBatchItemFailures" in source.get("FunctionResponseTypes", []), name
+        assert queue["VisibilityTimeout"] >= 6 * timeout, name
+        if "RedrivePolicy" not in queue:  # the DLQ's own consumer
+            continue
+        work_sources += 1
+        variables = fn["Environment"]["Variables"]
+        lease, ai_timeout = int(variables["LEASE_SECONDS"]), float(variables["AI_TIMEOUT_SECONDS"])
+        assert ai_timeout < timeout < lease <= queue["VisibilityTimeout"], name
+        assert 2 * int(variables["HEARTBEAT_SECONDS"]) < lease, name  # one missed beat does not lose the lease
         redrive = queue["RedrivePolicy"]
         assert redrive["maxReceiveCount"] >= 5
         dlq = queues[redrive["deadLetterTargetArn"]["GetAtt"].split(".")[0]]
         assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    assert work_sources == 1
 
 
 def test_every_route_but_health_is_behind_the_authorizer(template: dict[str, Any]) -> None:

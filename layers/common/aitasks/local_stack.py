@@ -27,6 +27,7 @@ from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyReposito
 from aitasks.application.auth import Authenticate, CreateApiKey
 from aitasks.domain.errors import AitasksError
 from aitasks.domain.task import TenantId
+from aitasks.settings import get_settings
 
 LOCAL = Path(".local")
 TOOLS = LOCAL / "tools"
@@ -55,8 +56,13 @@ def host_architecture() -> str:
     return "arm64" if platform.machine().lower() in {"arm64", "aarch64"} else "x86_64"
 
 
+# Kept out of MiniStack's environment (its functions inherit it): the functions must take the AWS path and read
+# these from Secrets Manager, as they do on AWS.
+_PRIVATE = {"DATABASE_URL", "AWS_PROFILE", "OPENAI_API_KEY"}
+
+
 def aws_env(endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "AWS_PROFILE"}}
+    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE}
     env.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="test",
@@ -125,10 +131,24 @@ def start_ministack(port: int, log: Path) -> subprocess.Popen[bytes]:
     raise StackError(f"MiniStack did not answer on port {port} within 60 s; see {log}")
 
 
-def put_database_secret(url: str, endpoint: str) -> str:
-    """Store the database connection as an RDS-format secret in MiniStack: the functions read it exactly as on AWS."""
+def put_secret(name: str, value: str, endpoint: str) -> str:
     import boto3
 
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    try:
+        return str(client.create_secret(Name=name, SecretString=value)["ARN"])
+    except client.exceptions.ResourceExistsException:
+        return str(client.put_secret_value(SecretId=name, SecretString=value)["ARN"])
+
+
+def put_database_secret(url: str, endpoint: str) -> str:
+    """Store the database connection as an RDS-format secret in MiniStack: the functions read it exactly as on AWS."""
     parts = conninfo_to_dict(url)
     secret = {
         "engine": "postgres",
@@ -139,17 +159,19 @@ def put_database_secret(url: str, endpoint: str) -> str:
         "dbname": parts.get("dbname") or "postgres",
         "sslmode": "disable",
     }
-    client = boto3.client(
-        "secretsmanager",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    try:
-        return client.create_secret(Name=SECRET, SecretString=json.dumps(secret))["ARN"]
-    except client.exceptions.ResourceExistsException:
-        return client.put_secret_value(SecretId=SECRET, SecretString=json.dumps(secret))["ARN"]
+    return put_secret(SECRET, json.dumps(secret), endpoint)
+
+
+def provider_overrides(endpoint: str) -> list[str]:
+    """The fake provider unless OPENAI_API_KEY is set; then OpenAI, its key passed as a MiniStack secret."""
+    settings = get_settings()
+    if settings.openai_api_key is None:
+        return ["AiProvider=fake"]
+    arn = put_secret("aitasks-local/openai-api-key", settings.openai_api_key.get_secret_value(), endpoint)
+    overrides = ["AiProvider=openai", f"OpenAiApiKeySecretArn={arn}", f"AiDefaultModel={settings.ai_default_model}"]
+    if settings.openai_base_url:
+        overrides.append(f"OpenAiBaseUrl={settings.openai_base_url}")
+    return overrides
 
 
 def sam(args: list[str], endpoint: str, log: Path) -> None:
@@ -165,7 +187,13 @@ def sam(args: list[str], endpoint: str, log: Path) -> None:
 def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
     import boto3
 
-    overrides = [f"Architecture={host_architecture()}", f"DatabaseSecretArn={secret_arn}", "TracingDisabled=true"]
+    overrides = [
+        f"Architecture={host_architecture()}",
+        f"DatabaseSecretArn={secret_arn}",
+        "TracingDisabled=true",
+        *provider_overrides(endpoint),
+    ]
+    say("model provider: " + ("openai" if "AiProvider=openai" in overrides else "fake (set OPENAI_API_KEY for OpenAI)"))
     say("sam build")
     sam(["build", "--parameter-overrides", *overrides], endpoint, log)
     s3 = boto3.client(

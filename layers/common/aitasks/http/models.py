@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
 
 from aitasks.application.tasks import NewTask
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # OpenAPI document lists them.
 TaskType = Literal["chat", "summarize", "extract"]
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
+
+# USD as a fixed-point decimal string ("0.00000450", never "4.5E-6" or a float).
+Money = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json")]
 
 
 class CamelModel(BaseModel):
@@ -81,7 +84,7 @@ class TaskView(CamelModel):
     updated_at: datetime
     tokens_in: int = Field(description="input tokens over all attempts")
     tokens_out: int = Field(description="output tokens over all attempts")
-    cost: Decimal | None = Field(description="USD over all attempts; null while no attempt has a known price")
+    cost: Money | None = Field(description="USD over all attempts; null while no attempt has a known price")
 
     @classmethod
     def of(cls, task: Task) -> TaskView:
@@ -113,7 +116,7 @@ class AttemptView(CamelModel):
     model: str | None
     tokens_in: int | None
     tokens_out: int | None
-    cost: Decimal | None
+    cost: Money | None
     latency_ms: int | None
     error_code: str | None
     error_detail: str | None
