@@ -131,16 +131,17 @@ def start_ministack(port: int, log: Path) -> subprocess.Popen[bytes]:
     raise StackError(f"MiniStack did not answer on port {port} within 60 s; see {log}")
 
 
-def put_secret(name: str, value: str, endpoint: str) -> str:
+def aws_client(service: str, endpoint: str) -> Any:
+    """A boto3 client for MiniStack (its fixed local credentials)."""
     import boto3
 
-    client = boto3.client(
-        "secretsmanager",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION)
+    return session.client(service, endpoint_url=endpoint)  # type: ignore[call-overload]
+
+
+def put_secret(name: str, value: str, endpoint: str) -> str:
+
+    client = aws_client("secretsmanager", endpoint)
     try:
         return str(client.create_secret(Name=name, SecretString=value)["ARN"])
     except client.exceptions.ResourceExistsException:
@@ -185,7 +186,6 @@ def sam(args: list[str], endpoint: str, log: Path) -> None:
 
 
 def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
-    import boto3
 
     overrides = [
         f"Architecture={host_architecture()}",
@@ -196,9 +196,7 @@ def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
     say("model provider: " + ("openai" if "AiProvider=openai" in overrides else "fake (set OPENAI_API_KEY for OpenAI)"))
     say("sam build")
     sam(["build", "--parameter-overrides", *overrides], endpoint, log)
-    s3 = boto3.client(
-        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test"
-    )
+    s3 = aws_client("s3", endpoint)
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
         s3.create_bucket(Bucket=BUCKET)
     say("sam deploy")
@@ -222,13 +220,7 @@ def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
         endpoint,
         log,
     )
-    cfn = boto3.client(
-        "cloudformation",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    cfn = aws_client("cloudformation", endpoint)
     stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # SQS DelaySeconds can postpone a message by at most 15 minutes.
 MAX_QUEUE_DELAY_S = 900
@@ -197,15 +198,19 @@ class ListTasks:
         return Page(tasks, total, page, page_size)
 
 
+def _owned(found: list[T] | None, task_id: UUID) -> list[T]:
+    """A task's records, or TaskNotFoundError when the read found no such task for the tenant."""
+    if found is None:
+        raise TaskNotFoundError(task_id)
+    return found
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class GetAttempts:
     queries: TaskQueries
 
     def __call__(self, tenant_id: TenantId, task_id: UUID) -> list[AttemptRecord]:
-        attempts = self.queries.attempts(tenant_id, task_id)
-        if attempts is None:
-            raise TaskNotFoundError(task_id)
-        return attempts
+        return _owned(self.queries.attempts(tenant_id, task_id), task_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,7 +218,4 @@ class GetArtifacts:
     queries: TaskQueries
 
     def __call__(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord]:
-        artifacts = self.queries.artifacts(tenant_id, task_id)
-        if artifacts is None:
-            raise TaskNotFoundError(task_id)
-        return artifacts
+        return _owned(self.queries.artifacts(tenant_id, task_id), task_id)
