@@ -25,5 +25,3 @@ RETURNING id;
 -- name: delete_record
 DELETE FROM idempotency_records WHERE id = %(id)s RETURNING id;
 
--- name: prune_expired
-DELETE FROM idempotency_records WHERE expires_at < %(now_s)s RETURNING id;
