@@ -1,4 +1,4 @@
-"""POST /api/v1/tasks/{id}/cancel: cancel at once if not running yet; a running task is asked to stop."""
+"""Commands on a task: POST /api/v1/tasks/{id}/cancel and POST /api/v1/tasks/{id}/retry."""
 
 from __future__ import annotations
 
@@ -33,7 +33,22 @@ def cancel_task(task_id: UUID) -> Response[TaskView]:
     tenant_id = tenant(app)
     logger.append_keys(tenant_id=tenant_id, task_id=str(task_id))
     task = bootstrap.cancel_task()(tenant_id, task_id)
+    bootstrap.publish_events_soon()
     logger.info("cancel requested", extra={"status": task.status})
+    return Response(202, "application/json", TaskView.of(task))
+
+
+@app.post(
+    "/api/v1/tasks/<task_id>/retry",
+    summary="Retry a dead-lettered task with a new attempt budget (its history is kept)",
+    responses=responses(202, TaskView, 401, 404, 409, 415, 422, 429, 503, description="Accepted"),
+)
+def retry_task(task_id: UUID) -> Response[TaskView]:
+    tenant_id = tenant(app)
+    logger.append_keys(tenant_id=tenant_id, task_id=str(task_id))
+    task = bootstrap.redrive_task()(tenant_id, task_id)
+    bootstrap.publish_events_soon()
+    logger.info("redriven", extra={"redrive_count": task.redrive_count})
     return Response(202, "application/json", TaskView.of(task))
 
 

@@ -48,6 +48,7 @@ def create_task(
         payload=app.current_event.json_body,
         lambda_context=app.lambda_context,
     )
+    bootstrap.publish_events_soon()
     if not replayed:
         with single_metric(name="TasksCreated", unit=MetricUnit.Count, value=1) as metric:
             metric.add_dimension(name="type", value=request.type)

@@ -23,6 +23,7 @@ from aitasks.adapters.memory import InMemoryWorkQueue
 from aitasks.adapters.openai_provider import OpenAiProvider
 from aitasks.adapters.postgres import ConnectionProvider, PostgresTaskRepository
 from aitasks.application.ai import DEFAULT_PRICES
+from aitasks.application.dispatch import Dispatcher
 from aitasks.application.executor import RunTask
 from aitasks.domain.retry import RetryPolicy
 from aitasks.domain.task import Task, TaskStatus, TenantId
@@ -65,9 +66,11 @@ def runner(
     heartbeat_s: float = 30,
     queue_: InMemoryWorkQueue | None = None,
 ) -> RunTask:
+    queue_ = queue_ or InMemoryWorkQueue()
     return RunTask(
         PostgresTaskRepository(db),
-        queue_ or InMemoryWorkQueue(),
+        queue_,
+        Dispatcher(queue_),
         provider or FakeAiProvider(),
         DEFAULT_PRICES,
         RetryPolicy(),
@@ -180,7 +183,7 @@ def test_retry_after_from_the_provider_sets_the_next_attempt(db, openai_stub: Op
     report = runner(db, provider, clock=clock, queue_=wakeups)(task.id, invocation_id="run-1")
     assert (report.task.status, report.outcome.error_code) == (TaskStatus.FAILED, "rate_limit")
     assert report.task.available_at == clock.now + timedelta(seconds=42)
-    assert [(m.attempt_no, m.delay_s) for m in wakeups.sent] == [(2, 43)]
+    assert [(m.attempt_no, m.delay_s) for m in wakeups.sent] == [(2, 42)]
     assert len(openai_stub.requests) == 1  # the SDK did not retry on its own
 
 

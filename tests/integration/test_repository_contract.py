@@ -177,9 +177,10 @@ def test_a_failed_run_waits_for_its_retry_time_and_totals_add_up(subject: Subjec
 def test_an_expired_lease_is_taken_over_and_the_late_run_changes_nothing(subject: Subject) -> None:
     task = subject.repo.add(submit())
     subject.repo.claim(task.id, locked_by="run-A", lease_until=LEASE, now=NOW)
-    assert subject.repo.abandon_expired(task.id, now=LEASE - timedelta(seconds=1)) is None  # still held
+    assert subject.repo.abandon_expired([task.id], now=LEASE - timedelta(seconds=1)) == []  # still held
     later = LEASE + timedelta(seconds=1)
-    closed = subject.repo.abandon_expired(task.id, now=later)
+    assert subject.repo.expired_leases(now=later, limit=10) == [task.id]
+    [closed] = subject.repo.abandon_expired([task.id], now=later)
     assert (closed.status, closed.locked_by) == (TaskStatus.FAILED, None)
     taken = subject.repo.claim(task.id, locked_by="run-B", lease_until=later + timedelta(minutes=2), now=later)
     assert taken.attempt_count == 2

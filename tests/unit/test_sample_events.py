@@ -23,6 +23,7 @@ def load(name: str) -> dict:
         ("query_tasks", "query_tasks_get.json", 404),  # no such task in the empty fake
         ("query_tasks", "query_tasks_health.json", 200),
         ("cancel_task", "cancel_task.json", 404),  # no such task in the empty fake
+        ("cancel_task", "cancel_task_retry.json", 404),
     ],
 )
 def test_api_events(fakes, lambda_context, function: str, event: str, status: int) -> None:
@@ -41,6 +42,12 @@ def test_dlq_event_for_an_unknown_task_changes_nothing(fakes, lambda_context) ->
     assert tasks.tasks == {}
 
 
+def test_scheduled_events(fakes, lambda_context) -> None:
+    assert load_handler("outbox_relay").lambda_handler(load("outbox_relay.json"), lambda_context) == {"published": 0}
+    report = load_handler("sweeper").lambda_handler(load("sweeper.json"), lambda_context)
+    assert report == {"leases_freed": 0, "redispatched": 0, "pruned": None}
+
+
 def test_authorizer_event_with_its_placeholder_key_is_denied(fakes, lambda_context) -> None:
     with pytest.raises(Exception, match=r"^Unauthorized$"):
         load_handler("authorizer").lambda_handler(load("authorizer.json"), lambda_context)
@@ -48,5 +55,8 @@ def test_authorizer_event_with_its_placeholder_key_is_denied(fakes, lambda_conte
 
 def test_every_function_has_a_sample_event() -> None:
     functions = {p.name for p in (EVENTS.parent / "functions").iterdir() if (p / "app.py").is_file()}
-    covered = {e.name.removesuffix(".json").removesuffix("_get").removesuffix("_health") for e in EVENTS.glob("*.json")}
+    covered = {
+        e.name.removesuffix(".json").removesuffix("_get").removesuffix("_health").removesuffix("_retry")
+        for e in EVENTS.glob("*.json")
+    }
     assert functions <= covered

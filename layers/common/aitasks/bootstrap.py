@@ -7,19 +7,27 @@ tests replace a builder (monkeypatch `bootstrap.task_repository`, say) and then 
 from __future__ import annotations
 
 import functools
+import logging
 from typing import TYPE_CHECKING, Any
 
+from aitasks.adapters.eventbridge import EventBridgePublisher
 from aitasks.adapters.idempotency import PostgresIdempotencyStore, idempotent_call
 from aitasks.adapters.postgres import (
     ConnectionProvider,
     PostgresApiKeyRepository,
+    PostgresOutbox,
+    PostgresRetention,
     PostgresTaskRepository,
     database_url_from_secret,
 )
+from aitasks.adapters.scheduler import EventBridgeScheduler
 from aitasks.adapters.sqs import SqsWorkQueue
 from aitasks.application.ai import DEFAULT_PRICES, PriceTable
 from aitasks.application.auth import Authenticate, CreateApiKey
+from aitasks.application.dispatch import Dispatcher
+from aitasks.application.events import RelayOutbox
 from aitasks.application.executor import DeadLetterTask, RunTask
+from aitasks.application.maintenance import Prune, RedriveDeadLetters, RedriveTask, Sweep
 from aitasks.application.tasks import (
     CancelTask,
     CreateTask,
@@ -37,8 +45,18 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from aitasks.application.ai import AiProvider
-    from aitasks.application.ports import ApiKeyRepository, TaskQueries, TaskRepository, WorkQueue
+    from aitasks.application.ports import (
+        ApiKeyRepository,
+        EventPublisher,
+        Scheduler,
+        TaskQueries,
+        TaskRepository,
+        WorkQueue,
+    )
     from aitasks.domain.task import TenantId
+
+
+logger = logging.getLogger(__name__)
 
 
 def database_url() -> str:
@@ -115,8 +133,44 @@ def prices() -> PriceTable:
     return DEFAULT_PRICES.with_overrides(overrides) if overrides else DEFAULT_PRICES
 
 
+@functools.cache
+def scheduler() -> Scheduler | None:
+    """EventBridge Scheduler for wake-ups beyond 15 minutes, when the stack configured it."""
+    settings = get_settings()
+    if not (settings.schedule_group_name and settings.work_queue_arn and settings.scheduler_role_arn):
+        return None
+    return EventBridgeScheduler(settings.schedule_group_name, settings.work_queue_arn, settings.scheduler_role_arn)
+
+
+def dispatcher() -> Dispatcher:
+    return Dispatcher(work_queue(), scheduler())
+
+
+@functools.cache
+def event_publisher() -> EventPublisher | None:
+    bus = get_settings().event_bus_name
+    return EventBridgePublisher(bus) if bus else None
+
+
+def relay_outbox() -> RelayOutbox | None:
+    publisher = event_publisher()
+    return RelayOutbox(PostgresOutbox(connection()), publisher) if publisher else None
+
+
+def publish_events_soon(budget_s: float = 1.0) -> None:
+    """After a handler commits: publish what it wrote, best effort and bounded in time. A failure only delays the
+    events until the scheduled relay (every minute) picks them up."""
+    relay = relay_outbox()
+    if relay is None:
+        return
+    try:
+        relay(budget_s=budget_s, max_batches=1)
+    except Exception:
+        logger.warning("inline outbox relay failed; the scheduled relay will publish", exc_info=True)
+
+
 def create_task() -> CreateTask:
-    return CreateTask(task_repository(), work_queue(), allow_fake=get_settings().ai_provider == "fake")
+    return CreateTask(task_repository(), dispatcher(), allow_fake=get_settings().ai_provider == "fake")
 
 
 def get_task() -> GetTask:
@@ -124,7 +178,32 @@ def get_task() -> GetTask:
 
 
 def cancel_task() -> CancelTask:
-    return CancelTask(task_repository())
+    return CancelTask(task_repository(), dispatcher())
+
+
+def redrive_task() -> RedriveTask:
+    return RedriveTask(task_repository(), dispatcher())
+
+
+def redrive_dead_letters() -> RedriveDeadLetters:
+    return RedriveDeadLetters(task_repository(), dispatcher())
+
+
+def prune() -> Prune:
+    settings = get_settings()
+    return Prune(
+        PostgresRetention(connection()), task_days=settings.retention_days, outbox_days=settings.outbox_retention_days
+    )
+
+
+def sweep() -> Sweep:
+    settings = get_settings()
+    return Sweep(
+        task_repository(),
+        dispatcher(),
+        prune() if settings.retention_enabled else None,
+        grace_s=settings.sweeper_grace_seconds,
+    )
 
 
 def list_tasks() -> ListTasks:
@@ -161,6 +240,7 @@ def run_task() -> RunTask:
     return RunTask(
         task_repository(),
         work_queue(),
+        dispatcher(),
         ai_provider(),
         prices(),
         RetryPolicy(),

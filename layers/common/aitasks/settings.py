@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     openai_api_key_secret_arn: str | None = Field(default=None, description="Secrets Manager secret: the key")
     openai_base_url: str | None = Field(default=None, description="OpenAI-compatible or Azure OpenAI endpoint")
     ai_prices_json: str | None = Field(default=None, description="price overrides (see application/ai.py)")
+    work_queue_arn: str | None = Field(default=None, description="the work queue, as a Scheduler target")
+    schedule_group_name: str | None = Field(default=None, description="Scheduler group for far-off wake-ups")
+    scheduler_role_arn: str | None = Field(default=None, description="role the Scheduler sends wake-ups with")
+    event_bus_name: str | None = Field(default=None, description="the bus task events are published to")
+    sweeper_grace_seconds: int = Field(default=120, ge=1, description="a due task's wake-up is re-sent after this")
+    retention_enabled: bool = Field(default=False, description="the sweeper prunes finished tasks")
+    retention_days: int = Field(default=30, ge=1, description="finished tasks are kept this long")
+    outbox_retention_days: int = Field(default=7, ge=1, description="published events are kept this long")
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

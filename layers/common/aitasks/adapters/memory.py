@@ -20,11 +20,12 @@ from aitasks.domain.errors import IdempotencyKeyTakenError
 from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, sources_of
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
-    from aitasks.application.ports import RunOutcome, TaskFilter
+    from aitasks.application.ports import OutboxEvent, RunOutcome, TaskFilter
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class InMemoryTaskRepository:
         self.tasks: dict[UUID, Task] = {}
         self.attempts_log: list[RecordedAttempt] = []
         self.artifacts_log: list[tuple[UUID, str, str]] = []
+        self.dispatched: dict[UUID, datetime] = {}
         self.events: list[RecordedEvent] = []
         self._lock = threading.Lock()
 
@@ -59,6 +61,7 @@ class InMemoryTaskRepository:
             ):
                 raise IdempotencyKeyTakenError
             self.tasks[task.id] = task
+            self.dispatched[task.id] = task.created_at
             self._event(task, TaskStatus.CREATED)
             self._event(task, TaskStatus.QUEUED)
             return task
@@ -110,6 +113,8 @@ class InMemoryTaskRepository:
                 cost=task.cost if outcome.cost is None else (task.cost or 0) + outcome.cost,
             )
             self.tasks[task_id] = done
+            if done.status is TaskStatus.FAILED:
+                self.dispatched[task_id] = now
             self._close_attempt(task_id, outcome.attempt_status, attempt_no)
             if outcome.artifact is not None:
                 self.artifacts_log.append((task_id, outcome.artifact.kind, outcome.artifact.content))
@@ -134,34 +139,101 @@ class InMemoryTaskRepository:
             self.tasks[task_id] = dataclasses.replace(task, locked_until=lease_until)
             return Lease(cancel_requested=task.cancel_requested_at is not None)
 
-    def abandon_expired(self, task_id: UUID, *, now: datetime) -> Task | None:
+    def abandon_expired(self, task_ids: Sequence[UUID], *, now: datetime) -> list[Task]:
+        closed: list[Task] = []
         with self._lock:
-            task = self.tasks.get(task_id)
-            if (
-                task is None
-                or task.status is not TaskStatus.RUNNING
-                or not task.locked_until
-                or task.locked_until >= now
-            ):
-                return None
-            if task.cancel_requested_at is not None:
-                status = TaskStatus.CANCELLED
-            elif task.attempt_count >= task.max_attempts:
-                status = TaskStatus.DEAD_LETTER
-            else:
-                status = TaskStatus.FAILED
-            closed = task.transition(
-                status,
-                now,
-                locked_by=None,
-                locked_until=None,
-                available_at=now,
-                last_error="lease_expired: the run stopped renewing its lease (timeout or crash)",
-            )
-            self.tasks[task_id] = closed
-            self._close_attempt(task_id, "abandoned")
-            self._event(closed, status)
-            return closed
+            for task_id in task_ids:
+                task = self.tasks.get(task_id)
+                expired = task is not None and task.locked_until is not None and task.locked_until < now
+                if task is None or task.status is not TaskStatus.RUNNING or not expired:
+                    continue
+                if task.cancel_requested_at is not None:
+                    status = TaskStatus.CANCELLED
+                elif task.attempts_in_budget >= task.max_attempts:
+                    status = TaskStatus.DEAD_LETTER
+                else:
+                    status = TaskStatus.FAILED
+                done = task.transition(
+                    status,
+                    now,
+                    locked_by=None,
+                    locked_until=None,
+                    available_at=now,
+                    last_error="lease_expired: the run stopped renewing its lease (timeout or crash)",
+                )
+                self.tasks[task_id] = done
+                self.dispatched[task_id] = now
+                self._close_attempt(task_id, "abandoned")
+                self._event(done, status)
+                closed.append(done)
+        return closed
+
+    def expired_leases(self, *, now: datetime, limit: int) -> list[UUID]:
+        running = [
+            t for t in self.tasks.values() if t.status is TaskStatus.RUNNING and t.locked_until and t.locked_until < now
+        ]
+        return [t.id for t in sorted(running, key=lambda t: t.locked_until or now)][:limit]
+
+    def redispatch_due(self, *, now: datetime, due_before: datetime, limit: int) -> list[Task]:
+        with self._lock:
+            due = [
+                t
+                for t in sorted(self.tasks.values(), key=lambda t: t.available_at)
+                if t.status in (TaskStatus.QUEUED, TaskStatus.FAILED)
+                and t.available_at <= due_before
+                and (self.dispatched.get(t.id) is None or self.dispatched[t.id] <= due_before)
+            ][:limit]
+            for task in due:
+                self.dispatched[task.id] = now
+            return due
+
+    def redrive(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        task_id: UUID | None = None,
+        tenant_id: TenantId | None = None,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+    ) -> list[Task]:
+        with self._lock:
+            chosen = [
+                t
+                for t in self.tasks.values()
+                if t.status is TaskStatus.DEAD_LETTER
+                and task_id in (None, t.id)
+                and tenant_id in (None, t.tenant_id)
+                and (not types or t.type in types)
+                and (since is None or t.updated_at >= since)
+            ][:limit]
+            redriven = []
+            for task in chosen:
+                again = task.transition(
+                    TaskStatus.QUEUED,
+                    now,
+                    budget_from=task.attempt_count,
+                    redrive_count=task.redrive_count + 1,
+                    last_error=None,
+                    cancel_requested_at=None,
+                    available_at=now,
+                )
+                self.tasks[task.id] = again
+                self.dispatched[task.id] = now
+                self._event(again, TaskStatus.QUEUED)
+                redriven.append(again)
+            return redriven
+
+    def dead_letters(
+        self, *, limit: int, types: Sequence[str] | None = None, since: datetime | None = None
+    ) -> list[Task]:
+        return [
+            t
+            for t in self.tasks.values()
+            if t.status is TaskStatus.DEAD_LETTER
+            and (not types or t.type in types)
+            and (since is None or t.updated_at >= since)
+        ][:limit]
 
     def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
         with self._lock:
@@ -318,3 +390,27 @@ class InMemoryIdempotencyStore(BasePersistenceLayer):
     def _delete_record(self, data_record: DataRecord) -> None:
         with self._lock:
             self.records.pop(data_record.idempotency_key, None)
+
+
+class InMemoryEventPublisher:
+    """Records what it publishes; `reject` names event types it refuses (as a PutEvents partial failure would)."""
+
+    def __init__(self, reject: set[str] | None = None) -> None:
+        self.published: list[OutboxEvent] = []
+        self.reject = reject or set()
+
+    def publish(self, events: list[OutboxEvent]) -> set[UUID]:
+        accepted = [e for e in events if e.event_type not in self.reject]
+        self.published.extend(accepted)
+        return {e.id for e in accepted}
+
+
+class InMemoryScheduler:
+    def __init__(self) -> None:
+        self.schedules: dict[UUID, tuple[int, datetime]] = {}
+
+    def schedule(self, task_id: UUID, *, attempt_no: int, at: datetime) -> None:
+        self.schedules[task_id] = (attempt_no, at)
+
+    def unschedule(self, task_id: UUID) -> None:
+        self.schedules.pop(task_id, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
@@ -13,13 +14,12 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease, TaskFilter
+from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease, OutboxEvent, TaskFilter
 from aitasks.domain.errors import DependencyUnavailableError, IdempotencyKeyTakenError
 from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-    from datetime import datetime
+    from collections.abc import Callable, Mapping, Sequence
 
     from psycopg.rows import DictRow
 
@@ -90,12 +90,12 @@ class _Repository:
     def __init__(self, connection: Callable[[], Connection]) -> None:
         self._connection = connection
 
-    def _fetchone(self, query: str, params: Mapping[str, Any]) -> DictRow | None:
-        rows = self._fetchall(query, params)
+    def _fetchone(self, query: str, params: Mapping[str, Any], *, module: str | None = None) -> DictRow | None:
+        rows = self._fetchall(query, params, module=module)
         return rows[0] if rows else None
 
-    def _fetchall(self, query: str, params: Mapping[str, Any]) -> list[DictRow]:
-        sql = queries(self._module)[query]
+    def _fetchall(self, query: str, params: Mapping[str, Any], *, module: str | None = None) -> list[DictRow]:
+        sql = queries(module or self._module)[query]
         try:
             with self._connection().cursor() as cur:
                 # The SQL text is one of our .sql files, never assembled from input: values go in as parameters.
@@ -136,7 +136,13 @@ def _task(row: Mapping[str, Any] | None) -> Task | None:
         tokens_in=row["tokens_in"],
         tokens_out=row["tokens_out"],
         cost=row["cost"],
+        budget_from=row["budget_from"],
+        redrive_count=row["redrive_count"],
     )
+
+
+def _tasks(rows: list[DictRow]) -> list[Task]:
+    return [t for t in map(_task, rows) if t is not None]
 
 
 class PostgresTaskRepository(_Repository):
@@ -202,8 +208,40 @@ class PostgresTaskRepository(_Repository):
         row = self._fetchone("extend_lease", params)
         return Lease(cancel_requested=row["cancel_requested_at"] is not None) if row else None
 
-    def abandon_expired(self, task_id: UUID, *, now: datetime) -> Task | None:
-        return _task(self._fetchone("abandon_expired_run", {"id": task_id, "now": now}))
+    def abandon_expired(self, task_ids: Sequence[UUID], *, now: datetime) -> list[Task]:
+        return _tasks(self._fetchall("abandon_expired_run", {"ids": list(task_ids), "now": now}))
+
+    def expired_leases(self, *, now: datetime, limit: int) -> list[UUID]:
+        return [row["id"] for row in self._fetchall("expired_leases", {"now": now, "limit": limit})]
+
+    def redispatch_due(self, *, now: datetime, due_before: datetime, limit: int) -> list[Task]:
+        return _tasks(self._fetchall("redispatch_due", {"now": now, "due_before": due_before, "limit": limit}))
+
+    def redrive(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        task_id: UUID | None = None,
+        tenant_id: TenantId | None = None,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+    ) -> list[Task]:
+        params = {
+            "now": now,
+            "limit": limit,
+            "id": task_id,
+            "tenant_id": tenant_id,
+            "types": list(types) if types else None,
+            "since": since,
+        }
+        return _tasks(self._fetchall("redrive", params))
+
+    def dead_letters(
+        self, *, limit: int, types: Sequence[str] | None = None, since: datetime | None = None
+    ) -> list[Task]:
+        params = {"limit": limit, "types": list(types) if types else None, "since": since}
+        return _tasks(self._fetchall("dead_letters", params))
 
     def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
         return _task(self._fetchone("dead_letter", {"id": task_id, "reason": reason, "now": now}))
@@ -269,6 +307,45 @@ class PostgresTaskRepository(_Repository):
             for r in rows
             if r["artifact_id"] is not None
         ]
+
+
+class PostgresOutbox(_Repository):
+    _module = "outbox"
+
+    def publish_pending(self, limit: int, publish: Callable[[list[OutboxEvent]], set[UUID]]) -> int:
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                sql = queries("outbox")
+                rows = cur.execute(cast("Any", sql["claim_unpublished"]), {"limit": limit}).fetchall()
+                if not rows:
+                    return 0
+                published = publish([OutboxEvent(**row) for row in rows])
+                if not published:
+                    return 0
+                marked = cur.execute(
+                    cast("Any", sql["mark_published"]), {"ids": list(published), "now": datetime.now(UTC)}
+                ).fetchall()
+                return len(marked)
+        except psycopg.OperationalError as exc:
+            raise DependencyUnavailableError("database") from exc
+
+    def prune_published(self, *, cutoff: datetime, limit: int) -> int:
+        return len(self._fetchall("prune_published", {"cutoff": cutoff, "limit": limit}))
+
+
+class PostgresRetention(_Repository):
+    _module = "tasks"
+
+    def prune_finished(self, *, cutoff: datetime, limit: int) -> int:
+        return len(self._fetchall("prune_finished", {"cutoff": cutoff, "limit": limit}))
+
+    def prune_published(self, *, cutoff: datetime, limit: int) -> int:
+        return len(self._fetchall("prune_published", {"cutoff": cutoff, "limit": limit}, module="outbox"))
+
+    def prune_expired_keys(self, *, now: datetime, limit: int) -> int:
+        params = {"now_s": int(now.timestamp()), "limit": limit}
+        return len(self._fetchall("prune_expired", params, module="idempotency"))
 
 
 class PostgresApiKeyRepository(_Repository):

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from aitasks.application.ai import AiError, AiRequest, AiResult
 from aitasks.application.ports import Artifact, RunOutcome
-from aitasks.application.tasks import MAX_QUEUE_DELAY_S, utc_now
+from aitasks.application.tasks import utc_now
 from aitasks.domain.task import TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from aitasks.application.ai import AiProvider, PriceTable
+    from aitasks.application.dispatch import Dispatcher
     from aitasks.application.ports import TaskRepository, WorkQueue
     from aitasks.domain.retry import RetryPolicy
     from aitasks.domain.task import Task
@@ -59,6 +60,7 @@ class RunTask:
 
     tasks: TaskRepository
     queue: WorkQueue
+    dispatch: Dispatcher
     provider: AiProvider
     prices: PriceTable
     policy: RetryPolicy
@@ -99,8 +101,8 @@ class RunTask:
             return None
         if current.status is TaskStatus.RUNNING and current.locked_until is not None and current.locked_until < now:
             logger.warning("taking over a run whose lease expired", extra={"task_id": str(task_id)})
-            closed = self.tasks.abandon_expired(task_id, now=now)
-            if closed is None or closed.status is not TaskStatus.FAILED:
+            closed = self.tasks.abandon_expired([task_id], now=now)
+            if not closed or closed[0].status is not TaskStatus.FAILED:
                 return None
             return self.tasks.claim(task_id, locked_by=invocation_id, lease_until=self._lease_end(now), now=now)
         if current.status in (TaskStatus.QUEUED, TaskStatus.FAILED) and current.available_at > now:
@@ -108,12 +110,7 @@ class RunTask:
         return None
 
     def _wake_later(self, task: Task) -> None:
-        delay = max(0, min(MAX_QUEUE_DELAY_S, int((task.available_at - self.clock()).total_seconds()) + 1))
-        try:
-            self.queue.send(task.id, attempt_no=task.attempt_count + 1, delay_s=delay)
-        except Exception:
-            # The sweeper re-dispatches due tasks that have no live message.
-            logger.exception("could not schedule the next attempt's wake-up", extra={"task_id": str(task.id)})
+        self.dispatch(task, now=self.clock())
 
     def _run(self, task: Task, invocation_id: str, receipt_handle: str | None) -> RunOutcome:
         request = AiRequest.from_payload(task.type, task.payload, attempt_no=task.attempt_count)
@@ -211,7 +208,7 @@ class RunTask:
     def _failed(self, task: Task, error: AiError, elapsed_ms: int, model: str | None) -> RunOutcome:
         usage = error.usage
         decision = self.policy.decide(
-            attempt_no=task.attempt_count,
+            attempt_no=task.attempts_in_budget,
             retryable=error.retryable,
             now=self.clock(),
             max_attempts=task.max_attempts,

@@ -12,8 +12,10 @@ from aitasks.domain.task import TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
     from decimal import Decimal
+    from typing import Any
 
     from aitasks.domain.task import Task, TenantId
 
@@ -76,9 +78,32 @@ class TaskRepository(Protocol):
         """Renew a held lease; None when it is no longer held (taken over or finished)."""
         ...
 
-    def abandon_expired(self, task_id: UUID, *, now: datetime) -> Task | None:
-        """Close a run whose lease expired (attempt abandoned; task failed, dead-lettered or cancelled)."""
+    def abandon_expired(self, task_ids: Sequence[UUID], *, now: datetime) -> list[Task]:
+        """Close runs whose lease expired (attempt abandoned; task failed, dead-lettered or cancelled)."""
         ...
+
+    def expired_leases(self, *, now: datetime, limit: int) -> list[UUID]: ...
+
+    def redispatch_due(self, *, now: datetime, due_before: datetime, limit: int) -> list[Task]:
+        """Due tasks whose last wake-up is older than `due_before`, marked as dispatched now."""
+        ...
+
+    def redrive(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        task_id: UUID | None = None,
+        tenant_id: TenantId | None = None,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+    ) -> list[Task]:
+        """Dead letters back to queued with a new attempt budget (history kept), with their task.queued events."""
+        ...
+
+    def dead_letters(
+        self, *, limit: int, types: Sequence[str] | None = None, since: datetime | None = None
+    ) -> list[Task]: ...
 
     def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
         """Move a task that is not finished to dead_letter (its message reached the DLQ)."""
@@ -127,6 +152,51 @@ class ApiKeyRepository(Protocol):
         ...
 
     def revoke(self, key_id: UUID, *, now: datetime) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: UUID
+    task_id: UUID
+    tenant_id: str
+    event_type: str
+    payload: Mapping[str, Any]
+    occurred_at: datetime
+
+
+class Outbox(Protocol):
+    """The outbox rows that state changes wrote, awaiting publication."""
+
+    def publish_pending(self, limit: int, publish: Callable[[list[OutboxEvent]], set[UUID]]) -> int:
+        """Claim up to `limit` unpublished rows no other relay holds, hand them to `publish`, mark the ids it
+        returns as published, all in one transaction; return how many were marked."""
+        ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, events: list[OutboxEvent]) -> set[UUID]:
+        """Publish events; return the ids of those the bus accepted (the others stay for a later try)."""
+        ...
+
+
+class Scheduler(Protocol):
+    """One-time wake-ups further ahead than a queue's delay allows."""
+
+    def schedule(self, task_id: UUID, *, attempt_no: int, at: datetime) -> None: ...
+
+    def unschedule(self, task_id: UUID) -> None:
+        """Remove the task's pending wake-up, if any (best effort)."""
+        ...
+
+
+class Retention(Protocol):
+    """Deleting what is no longer needed, in bounded batches; each returns how many rows it deleted."""
+
+    def prune_finished(self, *, cutoff: datetime, limit: int) -> int: ...
+
+    def prune_published(self, *, cutoff: datetime, limit: int) -> int: ...
+
+    def prune_expired_keys(self, *, now: datetime, limit: int) -> int: ...
 
 
 class WorkQueue(Protocol):

@@ -24,20 +24,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from uuid import UUID
 
+    from aitasks.application.dispatch import Dispatcher
     from aitasks.application.ports import (
         ArtifactRecord,
         AttemptRecord,
         TaskFilter,
         TaskQueries,
         TaskRepository,
-        WorkQueue,
     )
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# SQS DelaySeconds can postpone a message by at most 15 minutes.
-MAX_QUEUE_DELAY_S = 900
 
 
 def utc_now() -> datetime:
@@ -66,7 +63,7 @@ class CreateTask:
     """
 
     tasks: TaskRepository
-    queue: WorkQueue
+    dispatch: Dispatcher
     allow_fake: bool = False
     clock: Callable[[], datetime] = utc_now
 
@@ -122,13 +119,8 @@ class CreateTask:
         return existing
 
     def _wake(self, task: Task, now: datetime) -> None:
-        if task.status is not TaskStatus.QUEUED:
-            return
-        delay = max(0, min(MAX_QUEUE_DELAY_S, int((task.available_at - now).total_seconds())))
-        try:
-            self.queue.send(task.id, attempt_no=task.attempt_count + 1, delay_s=delay)
-        except Exception:
-            logger.exception("task stored but its wake-up message was not sent", extra={"task_id": str(task.id)})
+        if task.status is TaskStatus.QUEUED:
+            self.dispatch(task, now=now)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,6 +142,7 @@ class CancelTask:
     """
 
     tasks: TaskRepository
+    dispatch: Dispatcher
     clock: Callable[[], datetime] = utc_now
 
     def __call__(self, tenant_id: TenantId, task_id: UUID) -> Task:
@@ -157,9 +150,11 @@ class CancelTask:
         status = TaskStatus.CREATED
         for _ in range(2):
             now = self.clock()
-            task = self.tasks.cancel(tenant_id, task_id, now=now) or self.tasks.request_cancel(
-                tenant_id, task_id, now=now
-            )
+            task = self.tasks.cancel(tenant_id, task_id, now=now)
+            if task is not None:
+                self.dispatch.cancel(task, now=now)
+                return task
+            task = self.tasks.request_cancel(tenant_id, task_id, now=now)
             if task is not None:
                 return task
             current = self.tasks.get(tenant_id, task_id)

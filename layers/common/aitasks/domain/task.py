@@ -39,7 +39,8 @@ class TaskStatus(StrEnum):
 S = TaskStatus
 TERMINAL: frozenset[TaskStatus] = frozenset({S.SUCCEEDED, S.CANCELLED, S.DEAD_LETTER})
 
-# The lifecycle of DESIGN.md. Every guarded UPDATE in adapters/sql/tasks.sql names, in its WHERE, exactly the
+# The lifecycle of DESIGN.md, plus an operator's redrive of a dead letter (dead_letter -> queued, with a new
+# attempt budget). Every guarded UPDATE in adapters/sql/tasks.sql names, in its WHERE, exactly the
 # sources this table allows for its target (tests/unit/test_sql_guards.py checks that they agree).
 TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     S.CREATED: frozenset({S.QUEUED, S.CANCELLED, S.DEAD_LETTER}),
@@ -49,7 +50,7 @@ TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     S.FAILED: frozenset({S.QUEUED, S.CANCELLED, S.DEAD_LETTER}),
     S.SUCCEEDED: frozenset(),
     S.CANCELLED: frozenset(),
-    S.DEAD_LETTER: frozenset(),
+    S.DEAD_LETTER: frozenset({S.QUEUED}),  # only by redrive: nothing automatic leaves a terminal status
 }
 
 # The EventBridge detail-type announced when a task enters a status. `reserved` announces nothing: a claim passes
@@ -105,6 +106,13 @@ class Task:
     tokens_in: int = 0
     tokens_out: int = 0
     cost: Decimal | None = None
+    # Attempts numbered after budget_from make up the current budget (a redrive starts a new one).
+    budget_from: int = 0
+    redrive_count: int = 0
+
+    @property
+    def attempts_in_budget(self) -> int:
+        return self.attempt_count - self.budget_from
 
     @classmethod
     def submit(

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
 
 from aitasks.application.tasks import NewTask
@@ -41,13 +41,20 @@ class TaskPayload(CamelModel):
     params: dict[str, Any] | None = Field(default=None, description="provider parameters (temperature, maxTokens)")
 
 
+def _rfc3339_text(value: object) -> object:
+    # Lax pydantic would read a number as epoch seconds; the contract says an RFC 3339 string.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
 class CreateTaskRequest(CamelModel):
     model_config = ConfigDict(extra="forbid")
 
     type: TaskType = Field(description="a registered task type")
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=9, description="0 is the most urgent")
     payload: TaskPayload
-    scheduled_at: AwareDatetime | None = Field(
+    scheduled_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] | None = Field(
         default=None, description="RFC 3339 time with offset, at most 365 days ahead; a past time runs now"
     )
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=MAX_ATTEMPTS_CEILING)

@@ -25,3 +25,8 @@ RETURNING id;
 -- name: delete_record
 DELETE FROM idempotency_records WHERE id = %(id)s RETURNING id;
 
+
+-- name: prune_expired
+DELETE FROM idempotency_records
+WHERE id IN (SELECT id FROM idempotency_records WHERE expires_at < %(now_s)s LIMIT %(limit)s)
+RETURNING id;

@@ -6,9 +6,9 @@
 -- transition: created -> queued
 WITH task AS (
     INSERT INTO tasks (id, tenant_id, type, priority, status, payload, idempotency_key, scheduled_at, available_at,
-                       max_attempts, attempt_count, created_at, updated_at)
+                       max_attempts, attempt_count, created_at, updated_at, dispatched_at)
     VALUES (%(id)s, %(tenant_id)s, %(type)s, %(priority)s, 'queued', %(payload)s, %(idempotency_key)s,
-            %(scheduled_at)s, %(available_at)s, %(max_attempts)s, 0, %(now)s, %(now)s)
+            %(scheduled_at)s, %(available_at)s, %(max_attempts)s, 0, %(now)s, %(now)s, %(now)s)
     RETURNING *
 ), events AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
@@ -58,6 +58,8 @@ WITH done AS (
         tokens_in = tokens_in + COALESCE(%(tokens_in)s::bigint, 0),
         tokens_out = tokens_out + COALESCE(%(tokens_out)s::bigint, 0),
         cost = CASE WHEN %(cost)s::numeric IS NULL THEN cost ELSE COALESCE(cost, 0) + %(cost)s::numeric END,
+        -- a failed task's next wake-up is sent right after this commit
+        dispatched_at = CASE WHEN %(status)s = 'failed' THEN %(now)s ELSE dispatched_at END,
         updated_at = %(now)s
     WHERE id = %(id)s
       AND status IN ('running')
@@ -97,17 +99,17 @@ RETURNING cancel_requested_at;
 WITH stale AS (
     UPDATE tasks
     SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-                      WHEN attempt_count >= max_attempts THEN 'dead_letter'
+                      WHEN attempt_count - budget_from >= max_attempts THEN 'dead_letter'
                       ELSE 'failed' END,
         last_error = 'lease_expired: the run stopped renewing its lease (timeout or crash)',
-        locked_by = NULL, locked_until = NULL, available_at = %(now)s, updated_at = %(now)s
-    WHERE id = %(id)s AND status IN ('running') AND locked_until < %(now)s
+        locked_by = NULL, locked_until = NULL, available_at = %(now)s, dispatched_at = %(now)s, updated_at = %(now)s
+    WHERE id = ANY(%(ids)s) AND status IN ('running') AND locked_until < %(now)s
     RETURNING *
 ), attempt AS (
     UPDATE task_attempts
     SET status = 'abandoned', ended_at = %(now)s, error_code = 'lease_expired',
         error_detail = 'the run stopped renewing its lease'
-    WHERE task_id = (SELECT id FROM stale) AND status = 'running'
+    WHERE task_id IN (SELECT id FROM stale) AND status = 'running'
 ), event AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
     SELECT gen_random_uuid(), id, tenant_id,
@@ -201,3 +203,68 @@ SELECT t.id AS task_id, r.id AS artifact_id, r.kind, r.uri, r.content, r.created
 FROM tasks t LEFT JOIN task_artifacts r ON r.task_id = t.id
 WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s
 ORDER BY r.created_at, r.id;
+
+-- name: expired_leases
+SELECT id FROM tasks WHERE status = 'running' AND locked_until < %(now)s ORDER BY locked_until LIMIT %(limit)s;
+
+-- name: redispatch_due
+-- Due tasks whose last wake-up is older than the grace period: their message was lost (or the schedule was).
+-- SKIP LOCKED lets sweepers run side by side; the returned tasks get a new wake-up right after the commit.
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'failed') AND available_at <= %(due_before)s
+      AND (dispatched_at IS NULL OR dispatched_at <= %(due_before)s)
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks SET dispatched_at = %(now)s FROM due WHERE tasks.id = due.id
+RETURNING tasks.*;
+
+-- name: redrive
+-- transition: dead_letter -> queued
+-- A dead letter gets a new attempt budget (its history stays); tenant_id and the filters are optional.
+WITH redriven AS (
+    UPDATE tasks
+    SET status = 'queued', budget_from = attempt_count, redrive_count = redrive_count + 1, last_error = NULL,
+        cancel_requested_at = NULL, available_at = %(now)s, dispatched_at = %(now)s, updated_at = %(now)s
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE status IN ('dead_letter')
+          AND (%(id)s::uuid IS NULL OR id = %(id)s::uuid)
+          AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+          AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+          AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
+        ORDER BY updated_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING *
+), event AS (
+    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
+    SELECT gen_random_uuid(), id, tenant_id, 'task.queued',
+           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
+    FROM redriven
+)
+SELECT * FROM redriven;
+
+-- name: dead_letters
+-- What a redrive would take (for --dry-run).
+SELECT * FROM tasks
+WHERE status = 'dead_letter'
+  AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
+ORDER BY updated_at
+LIMIT %(limit)s;
+
+-- name: prune_finished
+-- Retention: finished tasks older than the cutoff, with their attempts, artifacts and outbox rows (ON DELETE
+-- CASCADE); never a task that is not finished. In batches, so no statement holds many locks for long.
+DELETE FROM tasks
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status IN ('succeeded', 'cancelled', 'dead_letter') AND updated_at < %(cutoff)s
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id;

@@ -1,0 +1,28 @@
+"""Every minute: free expired leases, re-send lost wake-ups, prune when retention is on."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aitasks import bootstrap
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = bootstrap.sweep()()
+    metrics.add_metric(name="LeasesFreed", unit=MetricUnit.Count, value=report.leases_freed)
+    metrics.add_metric(name="WakeUpsResent", unit=MetricUnit.Count, value=report.redispatched)
+    bootstrap.publish_events_soon()
+    logger.info("swept", extra=dataclasses.asdict(report))
+    return dataclasses.asdict(report)

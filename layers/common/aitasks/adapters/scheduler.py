@@ -1,0 +1,56 @@
+"""Wake-ups further ahead than SQS can delay: EventBridge Scheduler one-time schedules targeting the work queue."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from aitasks.application.ports import WakeUp
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
+
+
+class EventBridgeScheduler:
+    """One schedule per task (named after it) in the stack's group: `at(...)` in UTC, no flexible window, deleted
+    by the service after it fires; its target sends the wake-up message to the work queue."""
+
+    def __init__(self, group: str, queue_arn: str, role_arn: str, client: Any = None) -> None:
+        self._group = group
+        self._queue_arn = queue_arn
+        self._role_arn = role_arn
+        if client is None:
+            import boto3
+
+            client = boto3.client("scheduler")
+        self._client = client
+
+    @staticmethod
+    def name(task_id: UUID) -> str:
+        return f"task-{task_id}"
+
+    def schedule(self, task_id: UUID, *, attempt_no: int, at: datetime) -> None:
+        request = {
+            "Name": self.name(task_id),
+            "GroupName": self._group,
+            "ScheduleExpression": f"at({at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')})",
+            "ScheduleExpressionTimezone": "UTC",
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "ActionAfterCompletion": "DELETE",
+            "Target": {
+                "Arn": self._queue_arn,
+                "RoleArn": self._role_arn,
+                "Input": WakeUp(task_id=task_id, attempt=attempt_no).model_dump_json(by_alias=True),
+            },
+        }
+        try:
+            self._client.create_schedule(**request)
+        except self._client.exceptions.ConflictException:
+            # A schedule for this task exists (an earlier attempt's): move it to the new time.
+            self._client.update_schedule(**request)
+
+    def unschedule(self, task_id: UUID) -> None:
+        with contextlib.suppress(self._client.exceptions.ResourceNotFoundException):
+            self._client.delete_schedule(Name=self.name(task_id), GroupName=self._group)

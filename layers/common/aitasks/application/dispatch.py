@@ -1,0 +1,52 @@
+"""Waking an executor at a task's time: an SQS delay up to 15 minutes, an EventBridge Scheduler one-time
+schedule beyond that."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from aitasks.application.ports import Scheduler, WorkQueue
+    from aitasks.domain.task import Task
+
+logger = logging.getLogger(__name__)
+
+# SQS DelaySeconds can postpone a message by at most 15 minutes.
+MAX_QUEUE_DELAY_S = 900
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dispatcher:
+    """Without a scheduler, a far-off wake-up is sent with the longest delay; it comes early, finds the task not
+    due and sends itself again for the rest (so it still runs on time, a few messages later)."""
+
+    queue: WorkQueue
+    scheduler: Scheduler | None = None
+
+    def __call__(self, task: Task, *, now: datetime) -> None:
+        """Wake an executor when `task` is next due. Failures are logged, not raised: the task is stored, and
+        the sweeper re-sends wake-ups that were lost."""
+        attempt_no = task.attempt_count + 1
+        delay = (task.available_at - now).total_seconds()
+        try:
+            if delay > MAX_QUEUE_DELAY_S and self.scheduler is not None:
+                self.scheduler.schedule(task.id, attempt_no=attempt_no, at=task.available_at)
+            else:
+                # Rounded up: a message a fraction of a second early would only send itself again.
+                wait = max(0, min(MAX_QUEUE_DELAY_S, int(delay) + (1 if delay % 1 else 0)))
+                self.queue.send(task.id, attempt_no=attempt_no, delay_s=wait)
+        except Exception:
+            logger.exception("wake-up not sent; the sweeper will send one", extra={"task_id": str(task.id)})
+
+    def cancel(self, task: Task, *, now: datetime) -> None:
+        """A cancelled task's far-off schedule is deleted (best effort: a wake-up for it would do nothing)."""
+        if self.scheduler is None or (task.available_at - now).total_seconds() <= MAX_QUEUE_DELAY_S:
+            return
+        try:
+            self.scheduler.unschedule(task.id)
+        except Exception:
+            logger.warning("could not delete the task's schedule", exc_info=True, extra={"task_id": str(task.id)})

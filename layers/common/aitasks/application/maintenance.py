@@ -1,0 +1,142 @@
+"""Keeping the system whole: the sweeper, redrive of dead letters, and retention."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from aitasks.application.tasks import utc_now
+from aitasks.domain.errors import IllegalTransitionError, TaskNotFoundError
+from aitasks.domain.task import TaskStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
+    from uuid import UUID
+
+    from aitasks.application.dispatch import Dispatcher
+    from aitasks.application.ports import Retention, TaskRepository
+    from aitasks.domain.task import Task, TenantId
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PruneReport:
+    tasks: int = 0
+    outbox_rows: int = 0
+    idempotency_keys: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prune:
+    """Delete finished tasks older than `task_days` (with attempts, artifacts, events), published outbox rows
+    older than `outbox_days`, and expired Idempotency-Key records. Never a task that is not finished."""
+
+    retention: Retention
+    task_days: int = 30
+    outbox_days: int = 7
+    batch: int = 1000
+    clock: Callable[[], datetime] = utc_now
+
+    def __call__(self, *, dry_run: bool = False) -> PruneReport:
+        now = self.clock()
+        return PruneReport(
+            tasks=self._drain(
+                lambda: self.retention.prune_finished(cutoff=now - timedelta(days=self.task_days), limit=self.batch)
+            ),
+            outbox_rows=self._drain(
+                lambda: self.retention.prune_published(cutoff=now - timedelta(days=self.outbox_days), limit=self.batch)
+            ),
+            idempotency_keys=self._drain(lambda: self.retention.prune_expired_keys(now=now, limit=self.batch)),
+        )
+
+    def _drain(self, step: Callable[[], int]) -> int:
+        total = 0
+        while True:
+            deleted = step()
+            total += deleted
+            if deleted < self.batch:
+                return total
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SweepReport:
+    leases_freed: int
+    redispatched: int
+    pruned: PruneReport | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sweep:
+    """Every minute: close runs whose lease expired (and wake their next attempt), re-send wake-ups for due
+    tasks whose message or schedule was lost, and prune when retention is on. Safe to run concurrently and
+    repeatedly: every change is a guarded statement, and candidates are claimed with SKIP LOCKED."""
+
+    tasks: TaskRepository
+    dispatch: Dispatcher
+    prune: Prune | None = None
+    grace_s: int = 120
+    batch: int = 500
+    clock: Callable[[], datetime] = utc_now
+
+    def __call__(self) -> SweepReport:
+        now = self.clock()
+        expired = self.tasks.expired_leases(now=now, limit=self.batch)
+        freed = self.tasks.abandon_expired(expired, now=now) if expired else []
+        for task in freed:
+            if task.status is TaskStatus.FAILED:
+                self.dispatch(task, now=now)
+        due = self.tasks.redispatch_due(now=now, due_before=now - timedelta(seconds=self.grace_s), limit=self.batch)
+        for task in due:
+            self.dispatch(task, now=now)
+        if freed or due:
+            logger.info("sweep", extra={"leases_freed": len(freed), "redispatched": len(due)})
+        return SweepReport(len(freed), len(due), self.prune() if self.prune else None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedriveTask:
+    """POST /tasks/{id}/retry: a dead-lettered task gets a new attempt budget and is queued again."""
+
+    tasks: TaskRepository
+    dispatch: Dispatcher
+    clock: Callable[[], datetime] = utc_now
+
+    def __call__(self, tenant_id: TenantId, task_id: UUID) -> Task:
+        now = self.clock()
+        redriven = self.tasks.redrive(now=now, limit=1, task_id=task_id, tenant_id=tenant_id)
+        if not redriven:
+            current = self.tasks.get(tenant_id, task_id)
+            if current is None:
+                raise TaskNotFoundError(task_id)
+            raise IllegalTransitionError(task_id, current.status, TaskStatus.QUEUED)
+        self.dispatch(redriven[0], now=now)
+        return redriven[0]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedriveDeadLetters:
+    """`aitasks tasks redrive`: dead letters (optionally of some types, dead since a time) queued again."""
+
+    tasks: TaskRepository
+    dispatch: Dispatcher
+    clock: Callable[[], datetime] = utc_now
+
+    def __call__(
+        self,
+        *,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+        dry_run: bool = False,
+    ) -> list[Task]:
+        if dry_run:
+            return self.tasks.dead_letters(limit=limit, types=types, since=since)
+        now = self.clock()
+        redriven = self.tasks.redrive(now=now, limit=limit, types=types, since=since)
+        for task in redriven:
+            self.dispatch(task, now=now)
+        return redriven
