@@ -143,7 +143,7 @@ def scheduler() -> Scheduler | None:
 
 
 def dispatcher() -> Dispatcher:
-    return Dispatcher(work_queue(), scheduler())
+    return Dispatcher(work_queue(), scheduler(), max_queue_delay_s=get_settings().max_queue_delay_seconds)
 
 
 @functools.cache

@@ -10,8 +10,17 @@ from uuid import UUID
 import typer
 
 from aitasks.adapters.migrate import migrate as apply_migrations
-from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository, connect
+from aitasks.adapters.postgres import (
+    ConnectionProvider,
+    PostgresApiKeyRepository,
+    PostgresRetention,
+    PostgresTaskRepository,
+    connect,
+)
+from aitasks.adapters.sqs import SqsWorkQueue
 from aitasks.application.auth import CreateApiKey
+from aitasks.application.dispatch import Dispatcher
+from aitasks.application.maintenance import Prune, RedriveDeadLetters
 from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
 from aitasks.settings import get_settings
@@ -21,7 +30,9 @@ LOCAL_DIR = Path(".local")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="aitasks: asynchronous AI tasks on AWS.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (talks to the database).")
 local_app = typer.Typer(no_args_is_help=True, help="The local stack (no Docker).")
+tasks_app = typer.Typer(no_args_is_help=True, help="Operator commands on tasks (talk to the database).")
 app.add_typer(keys_app, name="keys")
+app.add_typer(tasks_app, name="tasks")
 app.add_typer(local_app, name="local")
 
 DatabaseUrl = Annotated[
@@ -113,6 +124,73 @@ def local_up(
     from aitasks import local_stack
 
     raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url))
+
+
+class _SweeperWakesThem:
+    """Without WORK_QUEUE_URL the CLI sends no wake-ups: the sweeper sends them within its grace period."""
+
+    def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None:
+        return None
+
+    def extend_visibility(self, receipt_handle: str, seconds: int) -> None:
+        return None
+
+
+def _dispatcher() -> Dispatcher:
+    settings = get_settings()
+    if not settings.work_queue_url:
+        typer.echo("note: WORK_QUEUE_URL is not set; the sweeper will send the wake-ups", err=True)
+        return Dispatcher(_SweeperWakesThem())
+    return Dispatcher(SqsWorkQueue(settings.work_queue_url))
+
+
+@tasks_app.command("redrive")
+def tasks_redrive(
+    *,
+    status: Annotated[str, typer.Option("--status", help="only dead_letter can be redriven")] = "dead_letter",
+    type_: Annotated[list[str] | None, typer.Option("--type", help="only these task types (repeatable)")] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="only tasks dead-lettered since (ISO 8601; UTC if no offset)")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 1000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be redriven")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Queue dead-lettered tasks again with a new attempt budget (their history is kept); writes task.queued."""
+    if status != "dead_letter":
+        raise _fail("only --status dead_letter can be redriven")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    try:
+        redrive = RedriveDeadLetters(PostgresTaskRepository(provider), _dispatcher())
+        tasks = redrive(types=type_, since=since, limit=limit, dry_run=dry_run)
+    except AitasksError as exc:
+        raise _fail(_describe(exc)) from None
+    finally:
+        provider.close()
+    for task in tasks:
+        typer.echo(f"{task.id}\t{task.tenant_id}\t{task.type}\t{task.last_error or ''}")
+    typer.echo(f"{'would redrive' if dry_run else 'redrove'} {len(tasks)} task(s)", err=True)
+
+
+@app.command()
+def prune(
+    older_than_days: Annotated[int, typer.Option(min=1, help="finished tasks older than this")] = 30,
+    outbox_days: Annotated[int, typer.Option(min=1, help="published events older than this")] = 7,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete finished tasks (with attempts, artifacts, events), old published events and expired keys."""
+    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    try:
+        report = Prune(PostgresRetention(provider), task_days=older_than_days, outbox_days=outbox_days)()
+    except AitasksError as exc:
+        raise _fail(_describe(exc)) from None
+    finally:
+        provider.close()
+    typer.echo(
+        f"pruned {report.tasks} task(s), {report.outbox_rows} event(s), {report.idempotency_keys} expired key(s)"
+    )
 
 
 API_FUNCTIONS = ("create_task", "query_tasks", "cancel_task")

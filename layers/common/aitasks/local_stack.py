@@ -191,6 +191,8 @@ def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
         f"Architecture={host_architecture()}",
         f"DatabaseSecretArn={secret_arn}",
         "TracingDisabled=true",
+        # Wake-ups more than a minute ahead go through EventBridge Scheduler, so it is exercised locally too.
+        "MaxQueueDelaySeconds=60",
         *provider_overrides(endpoint),
     ]
     say("model provider: " + ("openai" if "AiProvider=openai" in overrides else "fake (set OPENAI_API_KEY for OpenAI)"))

@@ -26,6 +26,9 @@ class Dispatcher:
 
     queue: WorkQueue
     scheduler: Scheduler | None = None
+    # Wake-ups further ahead than this go to the scheduler (SQS allows at most 900 s; the local stack uses less so
+    # that its schedules are exercised within a minute or two).
+    max_queue_delay_s: int = MAX_QUEUE_DELAY_S
 
     def __call__(self, task: Task, *, now: datetime) -> None:
         """Wake an executor when `task` is next due. Failures are logged, not raised: the task is stored, and
@@ -33,18 +36,18 @@ class Dispatcher:
         attempt_no = task.attempt_count + 1
         delay = (task.available_at - now).total_seconds()
         try:
-            if delay > MAX_QUEUE_DELAY_S and self.scheduler is not None:
+            if delay > self.max_queue_delay_s and self.scheduler is not None:
                 self.scheduler.schedule(task.id, attempt_no=attempt_no, at=task.available_at)
             else:
                 # Rounded up: a message a fraction of a second early would only send itself again.
-                wait = max(0, min(MAX_QUEUE_DELAY_S, int(delay) + (1 if delay % 1 else 0)))
+                wait = max(0, min(self.max_queue_delay_s, int(delay) + (1 if delay % 1 else 0)))
                 self.queue.send(task.id, attempt_no=attempt_no, delay_s=wait)
         except Exception:
             logger.exception("wake-up not sent; the sweeper will send one", extra={"task_id": str(task.id)})
 
     def cancel(self, task: Task, *, now: datetime) -> None:
         """A cancelled task's far-off schedule is deleted (best effort: a wake-up for it would do nothing)."""
-        if self.scheduler is None or (task.available_at - now).total_seconds() <= MAX_QUEUE_DELAY_S:
+        if self.scheduler is None or (task.available_at - now).total_seconds() <= self.max_queue_delay_s:
             return
         try:
             self.scheduler.unschedule(task.id)
