@@ -76,15 +76,19 @@ def test_twenty_minutes_ahead_is_a_scheduler_schedule_and_no_message(db, aws) ->
         aws["scheduler"].get_schedule(Name=f"task-{task.id}", GroupName="wakeups")
 
 
-def test_five_minutes_ahead_is_a_delayed_message_and_the_past_runs_now(db) -> None:
-    queue, scheduler = InMemoryWorkQueue(), InMemoryScheduler()
-    dispatch = Dispatcher(queue, scheduler)
+def test_five_minutes_ahead_is_a_delayed_message_and_the_past_runs_now(db, aws) -> None:
+    scheduler = InMemoryScheduler()
+    dispatch = Dispatcher(SqsWorkQueue(aws["queue_url"], aws["sqs"]), scheduler)
     soon = create(db, dispatch, scheduled_at=datetime.now(UTC) + timedelta(minutes=5))
     past = create(db, dispatch, scheduled_at=datetime.now(UTC) - timedelta(days=1))
-    delays = {m.task_id: m.delay_s for m in queue.sent}
-    assert 295 <= delays[soon.id] <= 300
-    assert delays[past.id] == 0
+    visible = [json.loads(m["Body"])["taskId"] for m in visible_messages(aws)]
+    assert visible == [str(past.id)]  # the 5-minute one is delayed, not visible yet
+    attributes = aws["sqs"].get_queue_attributes(
+        QueueUrl=aws["queue_url"], AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )
+    assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
     assert scheduler.schedules == {}
+    assert soon.available_at == soon.scheduled_at
 
 
 def test_a_retry_due_beyond_fifteen_minutes_is_scheduled(db) -> None:
