@@ -61,6 +61,9 @@ def test_a_task_scheduled_70_seconds_ahead_runs_after_its_time_and_announces_its
     assert created.status_code == 202, created.text
     location = urljoin(created.url, created.headers["Location"])
     task_id = created.json()["id"]
+    # More than a minute ahead: woken by an EventBridge Scheduler schedule, not an SQS delay (local threshold 60 s).
+    schedule = client("scheduler").get_schedule(Name=f"task-{task_id}", GroupName=f"{STACK}-wakeups")
+    assert schedule["ScheduleExpression"] == f"at({at:%Y-%m-%dT%H:%M:%S})"
 
     deadline = time.monotonic() + 240
     while (task := requests.get(location, headers=stack.headers(), timeout=10).json())["status"] != "succeeded":

@@ -12,9 +12,11 @@ from aitasks import bootstrap
 from aitasks.adapters.memory import (
     InMemoryApiKeyRepository,
     InMemoryIdempotencyStore,
+    InMemoryRetention,
     InMemoryTaskRepository,
     InMemoryWorkQueue,
 )
+from aitasks.application.maintenance import Prune
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,6 +36,7 @@ def fakes(
     tasks, queue, keys = InMemoryTaskRepository(), InMemoryWorkQueue(), InMemoryApiKeyRepository()
     monkeypatch.setattr(bootstrap, "task_repository", lambda: tasks)
     monkeypatch.setattr(bootstrap, "task_queries", lambda: tasks)
+    monkeypatch.setattr(bootstrap, "prune", lambda: Prune(InMemoryRetention(tasks)))
     store = InMemoryIdempotencyStore()
     monkeypatch.setattr(bootstrap, "idempotency_store", lambda: store)
     monkeypatch.setattr(bootstrap, "work_queue", lambda: queue)

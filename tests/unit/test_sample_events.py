@@ -45,7 +45,11 @@ def test_dlq_event_for_an_unknown_task_changes_nothing(fakes, lambda_context) ->
 def test_scheduled_events(fakes, lambda_context) -> None:
     assert load_handler("outbox_relay").lambda_handler(load("outbox_relay.json"), lambda_context) == {"published": 0}
     report = load_handler("sweeper").lambda_handler(load("sweeper.json"), lambda_context)
-    assert report == {"leases_freed": 0, "redispatched": 0, "pruned": None}
+    assert report == {
+        "leases_freed": 0,
+        "redispatched": 0,
+        "pruned": {"tasks": 0, "outbox_rows": 0, "idempotency_keys": 0},
+    }
 
 
 def test_authorizer_event_with_its_placeholder_key_is_denied(fakes, lambda_context) -> None:

@@ -124,3 +124,25 @@ def test_every_route_of_the_handlers_is_in_the_template(template: dict[str, Any]
     document = json.loads((TEMPLATE.parent / "docs" / "openapi.json").read_text())
     routed = {(method, path) for path, operations in document["paths"].items() for method in operations}
     assert routed == declared
+
+
+def test_a_webhook_gets_an_api_destination_a_connection_from_a_secret_and_a_dlq(template: dict[str, Any]) -> None:
+    webhook = {name: r for name, r in template["Resources"].items() if name.startswith("Webhook")}
+    assert {r["Type"] for r in webhook.values()} >= {
+        "AWS::Events::Connection",
+        "AWS::Events::ApiDestination",
+        "AWS::Events::Rule",
+        "AWS::SQS::Queue",
+    }
+    assert all(r.get("Condition") == "HasWebhook" for r in webhook.values())
+    key = webhook["WebhookConnection"]["Properties"]["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"]
+    assert "resolve:secretsmanager" in str(key)
+    [target] = webhook["WebhookRule"]["Properties"]["Targets"]
+    assert target["DeadLetterConfig"]["Arn"] == {"GetAtt": "WebhookDeadLetterQueue.Arn"}
+
+
+def test_the_relay_and_the_sweeper_run_every_minute(template: dict[str, Any]) -> None:
+    functions = resources(template, "AWS::Serverless::Function")
+    for name in ("OutboxRelayFunction", "SweeperFunction"):
+        [event] = functions[name]["Events"].values()
+        assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", "rate(1 minute)")

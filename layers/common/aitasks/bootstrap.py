@@ -192,18 +192,15 @@ def redrive_dead_letters() -> RedriveDeadLetters:
 def prune() -> Prune:
     settings = get_settings()
     return Prune(
-        PostgresRetention(connection()), task_days=settings.retention_days, outbox_days=settings.outbox_retention_days
+        PostgresRetention(connection()),
+        task_days=settings.retention_days,
+        outbox_days=settings.outbox_retention_days,
+        prune_tasks=settings.retention_enabled,
     )
 
 
 def sweep() -> Sweep:
-    settings = get_settings()
-    return Sweep(
-        task_repository(),
-        dispatcher(),
-        prune() if settings.retention_enabled else None,
-        grace_s=settings.sweeper_grace_seconds,
-    )
+    return Sweep(task_repository(), dispatcher(), prune(), grace_s=get_settings().sweeper_grace_seconds)
 
 
 def list_tasks() -> ListTasks:

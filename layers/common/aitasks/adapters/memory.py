@@ -414,3 +414,22 @@ class InMemoryScheduler:
 
     def unschedule(self, task_id: UUID) -> None:
         self.schedules.pop(task_id, None)
+
+
+class InMemoryRetention:
+    """Retention over the in-memory repository (events and keys here are not kept, so there is nothing to prune)."""
+
+    def __init__(self, tasks: InMemoryTaskRepository) -> None:
+        self._tasks = tasks
+
+    def prune_finished(self, *, cutoff: datetime, limit: int) -> int:
+        old = [t.id for t in self._tasks.tasks.values() if t.terminal and t.updated_at < cutoff][:limit]
+        for task_id in old:
+            del self._tasks.tasks[task_id]
+        return len(old)
+
+    def prune_published(self, *, cutoff: datetime, limit: int) -> int:
+        return 0
+
+    def prune_expired_keys(self, *, now: datetime, limit: int) -> int:
+        return 0

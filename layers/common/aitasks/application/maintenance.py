@@ -39,17 +39,16 @@ class Prune:
     task_days: int = 30
     outbox_days: int = 7
     batch: int = 1000
+    prune_tasks: bool = True  # off: only published events and expired keys (task retention is opt-in)
     clock: Callable[[], datetime] = utc_now
 
-    def __call__(self, *, dry_run: bool = False) -> PruneReport:
+    def __call__(self) -> PruneReport:
         now = self.clock()
+        task_cutoff, outbox_cutoff = now - timedelta(days=self.task_days), now - timedelta(days=self.outbox_days)
+        prune_finished = lambda: self.retention.prune_finished(cutoff=task_cutoff, limit=self.batch)  # noqa: E731
         return PruneReport(
-            tasks=self._drain(
-                lambda: self.retention.prune_finished(cutoff=now - timedelta(days=self.task_days), limit=self.batch)
-            ),
-            outbox_rows=self._drain(
-                lambda: self.retention.prune_published(cutoff=now - timedelta(days=self.outbox_days), limit=self.batch)
-            ),
+            tasks=self._drain(prune_finished) if self.prune_tasks else 0,
+            outbox_rows=self._drain(lambda: self.retention.prune_published(cutoff=outbox_cutoff, limit=self.batch)),
             idempotency_keys=self._drain(lambda: self.retention.prune_expired_keys(now=now, limit=self.batch)),
         )
 
@@ -72,8 +71,9 @@ class SweepReport:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Sweep:
     """Every minute: close runs whose lease expired (and wake their next attempt), re-send wake-ups for due
-    tasks whose message or schedule was lost, and prune when retention is on. Safe to run concurrently and
-    repeatedly: every change is a guarded statement, and candidates are claimed with SKIP LOCKED."""
+    tasks whose message or schedule was lost, and prune (published events and expired keys always, finished
+    tasks when retention is on). Safe to run concurrently and repeatedly: every change is a guarded statement,
+    and candidates are claimed with SKIP LOCKED."""
 
     tasks: TaskRepository
     dispatch: Dispatcher

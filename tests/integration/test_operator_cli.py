@@ -1,0 +1,62 @@
+"""The operator commands against a real database: redrive and prune, with one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from aitasks.adapters.memory import InMemoryWorkQueue
+from aitasks.adapters.postgres import PostgresTaskRepository
+from aitasks.application.dispatch import Dispatcher
+from aitasks.application.tasks import CreateTask, NewTask
+from aitasks.domain.task import TenantId
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    aitasks = Path(sys.executable).with_name("aitasks")
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    return subprocess.run([str(aitasks), *args], capture_output=True, text=True, timeout=60, check=False, env=env)
+
+
+def dead_letter(db, type_: str = "chat") -> str:
+    payload = {"prompt": "p", "context": "c"} if type_ == "summarize" else {"prompt": "p"}
+    task = CreateTask(PostgresTaskRepository(db), Dispatcher(InMemoryWorkQueue()))(
+        TenantId("t"), NewTask(type=type_, payload=payload)
+    )
+    db().execute("UPDATE tasks SET status = 'dead_letter', last_error = 'boom' WHERE id = %s", (task.id,))
+    return str(task.id)
+
+
+def test_redrive_dry_run_then_for_real_by_type(db, database_url: str) -> None:
+    chat, summary = dead_letter(db), dead_letter(db, "summarize")
+    dry = cli("tasks", "redrive", "--status", "dead_letter", "--dry-run", "--database-url", database_url)
+    assert dry.returncode == 0, dry.stderr
+    assert {line.split("\t")[0] for line in dry.stdout.splitlines()} == {chat, summary}
+    assert "would redrive 2 task(s)" in dry.stderr
+    done = cli("tasks", "redrive", "--status", "dead_letter", "--type", "summarize", "--database-url", database_url)
+    assert done.returncode == 0, done.stderr
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == [summary]
+    assert "the sweeper will send the wake-ups" in done.stderr
+    statuses = {str(r["id"]): r["status"] for r in db().execute("SELECT id, status FROM tasks")}
+    assert statuses == {chat: "dead_letter", summary: "queued"}
+
+
+def test_redrive_refuses_other_statuses_in_one_line(database_url: str) -> None:
+    done = cli("tasks", "redrive", "--status", "failed", "--database-url", database_url)
+    assert (done.returncode, done.stderr.strip()) == (1, "error: only --status dead_letter can be redriven")
+
+
+def test_prune_reports_what_it_deleted(db, database_url: str) -> None:
+    old = dead_letter(db)
+    db().execute("UPDATE tasks SET updated_at = now() - interval '31 days' WHERE id = %s", (old,))
+    done = cli("prune", "--older-than-days", "30", "--database-url", database_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pruned 1 task(s), 0 event(s), 0 expired key(s)"
+
+
+def test_a_database_that_is_down_is_one_line() -> None:
+    done = cli("prune", "--database-url", "postgresql://postgres@127.0.0.1:1/x?connect_timeout=1")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: cannot connect to the database")
+    assert len(done.stderr.strip().splitlines()) == 1
