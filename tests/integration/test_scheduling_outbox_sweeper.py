@@ -45,6 +45,24 @@ def aws() -> Any:
         yield {"sqs": sqs, "queue_url": queue_url, "queue_arn": queue_arn, "scheduler": scheduler}
 
 
+def fake_runner(
+    repo: Any, queue: Any, dispatch: Dispatcher, *, policy: RetryPolicy | None = None, clock: Any = None
+) -> RunTask:
+    extra = {"clock": clock} if clock else {}
+    return RunTask(
+        repo if not isinstance(repo, ConnectionProvider) else PostgresTaskRepository(repo),
+        queue,
+        dispatch,
+        FakeAiProvider(),
+        DEFAULT_PRICES,
+        policy or RetryPolicy(),
+        lease_s=150,
+        heartbeat_s=30,
+        ai_timeout_s=10,
+        **extra,
+    )
+
+
 def visible_messages(aws: Any) -> list[dict[str, Any]]:
     return aws["sqs"].receive_message(QueueUrl=aws["queue_url"], MaxNumberOfMessages=10).get("Messages", [])
 
@@ -95,17 +113,7 @@ def test_a_retry_due_beyond_fifteen_minutes_is_scheduled(db) -> None:
     queue, scheduler = InMemoryWorkQueue(), InMemoryScheduler()
     dispatch = Dispatcher(queue, scheduler)
     task = create(db, dispatch)
-    run = RunTask(
-        PostgresTaskRepository(db),
-        queue,
-        dispatch,
-        FakeAiProvider(),
-        DEFAULT_PRICES,
-        RetryPolicy(),
-        lease_s=150,
-        heartbeat_s=30,
-        ai_timeout_s=10,
-    )
+    run = fake_runner(PostgresTaskRepository(db), queue, dispatch)
     db().execute(
         "UPDATE tasks SET payload = payload || %s",
         (json.dumps({"params": {"fake": {"failAttempts": 1, "error": "rate_limit", "retryAfterS": 1800}}}),),
@@ -128,17 +136,7 @@ def lifecycle(db: ConnectionProvider) -> None:
     queue = InMemoryWorkQueue()
     dispatch = Dispatcher(queue)
     repo = PostgresTaskRepository(db)
-    run = RunTask(
-        repo,
-        queue,
-        dispatch,
-        FakeAiProvider(),
-        DEFAULT_PRICES,
-        RetryPolicy(base_delay_s=0.001, max_delay_s=0.002),
-        lease_s=150,
-        heartbeat_s=30,
-        ai_timeout_s=10,
-    )
+    run = fake_runner(repo, queue, dispatch, policy=RetryPolicy(base_delay_s=0.001, max_delay_s=0.002))
     flaky = CreateTask(repo, dispatch, allow_fake=True)(
         T, NewTask(type="chat", payload={"prompt": "p", "params": {"fake": {"failAttempts": 1}}})
     )
@@ -284,18 +282,7 @@ def test_an_expired_lease_is_freed_and_the_task_runs_again(db) -> None:
     report = Sweep(repo, Dispatcher(queue), clock=lambda: later)()
     assert report.leases_freed == 1
     assert [m.task_id for m in queue.sent] == [task.id]
-    run = RunTask(
-        repo,
-        queue,
-        Dispatcher(queue),
-        FakeAiProvider(),
-        DEFAULT_PRICES,
-        RetryPolicy(),
-        lease_s=150,
-        heartbeat_s=30,
-        ai_timeout_s=10,
-        clock=lambda: later,
-    )
+    run = fake_runner(repo, queue, Dispatcher(queue), clock=lambda: later)
     assert run(task.id, invocation_id="new-run").task.status is TaskStatus.SUCCEEDED
     statuses = [
         r["status"]
@@ -338,17 +325,7 @@ def test_redrive_gives_a_dead_letter_a_new_budget_and_keeps_its_history(db) -> N
     task = CreateTask(repo, dispatch, allow_fake=True)(
         T, NewTask(type="chat", payload={"prompt": "p", "params": {"fake": {"failAttempts": 1}}}, max_attempts=1)
     )
-    run = RunTask(
-        repo,
-        queue,
-        dispatch,
-        FakeAiProvider(),
-        DEFAULT_PRICES,
-        RetryPolicy(),
-        lease_s=150,
-        heartbeat_s=30,
-        ai_timeout_s=10,
-    )
+    run = fake_runner(repo, queue, dispatch)
     assert run(task.id, invocation_id="a").task.status is TaskStatus.DEAD_LETTER
     with pytest.raises(IllegalTransitionError):
         RedriveTask(repo, dispatch)(T, create(db, dispatch).id)  # a queued task: 409

@@ -152,6 +152,14 @@ def event_publisher() -> EventPublisher | None:
     return EventBridgePublisher(bus) if bus else None
 
 
+@functools.cache
+def inline_event_publisher() -> EventPublisher | None:
+    """For the relay right after a request: one try and a one-second timeout, so a slow bus costs a request at
+    most about a second; what it leaves is the scheduled relay's."""
+    bus = get_settings().event_bus_name
+    return EventBridgePublisher(bus, tries=1, timeout_s=1) if bus else None
+
+
 def relay_outbox() -> RelayOutbox | None:
     publisher = event_publisher()
     return RelayOutbox(PostgresOutbox(connection()), publisher) if publisher else None
@@ -160,11 +168,11 @@ def relay_outbox() -> RelayOutbox | None:
 def publish_events_soon(budget_s: float = 1.0) -> None:
     """After a handler commits: publish what it wrote, best effort and bounded in time. A failure only delays the
     events until the scheduled relay (every minute) picks them up."""
-    relay = relay_outbox()
-    if relay is None:
+    publisher = inline_event_publisher()
+    if publisher is None:
         return
     try:
-        relay(budget_s=budget_s, max_batches=1)
+        RelayOutbox(PostgresOutbox(connection()), publisher, batch_size=20)(budget_s=budget_s, max_batches=1)
     except Exception:
         logger.warning("inline outbox relay failed; the scheduled relay will publish", exc_info=True)
 

@@ -21,17 +21,21 @@ class EventBridgePublisher:
     """PutEvents in chunks of 10; entries that fail (FailedEntryCount) are retried alone, a few times, and the
     ones still failing are left unpublished for the next relay run."""
 
-    def __init__(self, bus_name: str, client: Any = None, *, tries: int = 3, backoff_s: float = 0.2) -> None:
+    def __init__(
+        self, bus_name: str, client: Any = None, *, tries: int = 3, backoff_s: float = 0.2, timeout_s: float = 5
+    ) -> None:
         self._bus = bus_name
         if client is None:
             import boto3
             from botocore.config import Config
 
-            # The relay also runs inline after a request: keep it bounded.
-            client = boto3.client(
-                "events",
-                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}),
+            # Our own tries count the attempts: botocore's retries are off.
+            config = Config(
+                connect_timeout=min(2, timeout_s),
+                read_timeout=timeout_s,
+                retries={"max_attempts": 1, "mode": "standard"},
             )
+            client = boto3.client("events", config=config)
         self._client = client
         self._tries = tries
         self._backoff_s = backoff_s
