@@ -165,6 +165,9 @@ def test_attempts_and_artifacts_are_served_in_order(api, db) -> None:
         ({"type": "chat", "payload": {"prompt": "x"}, "maxAttempts": 0}, {"maxAttempts"}),
         ({"type": "chat", "payload": {"prompt": "x"}, "scheduledAt": "tomorrow"}, {"scheduledAt"}),
         ({"type": "chat", "payload": {"prompt": "x"}, "scheduledAt": 0}, {"scheduledAt"}),
+        ({"type": "chat", "payload": {"prompt": "x"}, "priority": False}, {"priority"}),
+        ({"type": "chat", "payload": {"prompt": "x"}, "maxAttempts": "3"}, {"maxAttempts"}),
+        ({"type": "chat", "payload": {"prompt": 7}}, {"payload.prompt"}),
         ({"type": "chat", "payload": {"prompt": "x"}, "scheduledAt": "2026-01-01T10:00:00"}, {"scheduledAt"}),
         (
             {

@@ -33,7 +33,8 @@ class CamelModel(BaseModel):
 class TaskPayload(CamelModel):
     """What the model is asked: the prompt, its context, and optional model and parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON types as the schema says them (no false read as 0, no 1 read as "1").
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, description="the instruction; required and non-empty")
     context: str | dict[str, Any] | None = Field(default=None, description="material the prompt refers to")
@@ -49,13 +50,15 @@ def _rfc3339_text(value: object) -> object:
 
 
 class CreateTaskRequest(CamelModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: TaskType = Field(description="a registered task type")
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=9, description="0 is the most urgent")
     payload: TaskPayload
     scheduled_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] | None = Field(
-        default=None, description="RFC 3339 time with offset, at most 365 days ahead; a past time runs now"
+        default=None,
+        strict=False,  # parsed from its string (strict would want a datetime object); _rfc3339_text refuses numbers
+        description="RFC 3339 time with offset, at most 365 days ahead; a past time runs now",
     )
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=MAX_ATTEMPTS_CEILING)
 
