@@ -24,6 +24,7 @@ class LambdaContext:
     memory_limit_in_mb: int = 512
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:test"
     aws_request_id: str = "req-00000000"
+    log_stream_name: str = "2026/11/24/[$LATEST]test"
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000

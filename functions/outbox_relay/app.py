@@ -25,6 +25,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, i
         return {"published": 0}
     # Leave the function a margin to commit before its own timeout.
     published = relay(budget_s=max(1.0, context.get_remaining_time_in_millis() / 1000 - 10))
+    backlog = relay.backlog()
     metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=published)
-    logger.info("outbox relayed", extra={"published": published})
-    return {"published": published}
+    metrics.add_metric(name="OutboxBacklog", unit=MetricUnit.Count, value=backlog)
+    logger.info("outbox relayed", extra={"published": published, "backlog": backlog})
+    return {"published": published, "backlog": backlog}

@@ -360,3 +360,14 @@ def test_retention_prunes_finished_tasks_and_never_a_live_one(db) -> None:
     assert db().execute("SELECT count(*) AS n FROM outbox_messages WHERE task_id = %s", (old_done.id,)).fetchone() == {
         "n": 0
     }
+
+
+def test_the_backlog_counts_only_old_unpublished_events(db) -> None:
+    create(db, Dispatcher(InMemoryWorkQueue()))
+    relay = RelayOutbox(PostgresOutbox(db), InMemoryEventPublisher(reject={"task.created", "task.queued"}))
+    assert relay.backlog(older_than_s=120) == 0  # just written
+    db().execute("UPDATE outbox_messages SET occurred_at = now() - interval '5 minutes'")
+    relay()
+    assert relay.backlog(older_than_s=120) == 2  # rejected by the bus, still waiting
+    RelayOutbox(PostgresOutbox(db), InMemoryEventPublisher())()
+    assert relay.backlog(older_than_s=120) == 0

@@ -146,3 +146,34 @@ def test_the_relay_and_the_sweeper_run_every_minute(template: dict[str, Any]) ->
     for name in ("OutboxRelayFunction", "SweeperFunction"):
         [event] = functions[name]["Events"].values()
         assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", "rate(1 minute)")
+
+
+def test_every_function_has_a_log_group_with_retention(template: dict[str, Any]) -> None:
+    functions = set(resources(template, "AWS::Serverless::Function"))
+    groups = resources(template, "AWS::Logs::LogGroup").values()
+    named = {g["LogGroupName"]["Sub"].removeprefix("/aws/lambda/${").removesuffix("}") for g in groups}
+    assert named == functions
+    assert all(g["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups)
+
+
+def test_alarms_watch_the_dlq_the_executor_the_api_the_queue_and_the_relay(template: dict[str, Any]) -> None:
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    watched = {(a["Namespace"], a["MetricName"]) for a in alarms.values()}
+    assert watched == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/ApiGateway", "5XXError"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("aitasks", "OutboxBacklog"),
+    }
+    assert resources(template, "AWS::CloudWatch::Dashboard")
+
+
+def test_the_executor_and_the_api_are_bounded(template: dict[str, Any]) -> None:
+    executor = resources(template, "AWS::Serverless::Function")["ExecutorFunction"]
+    assert executor["ReservedConcurrentExecutions"] == {"Ref": "ExecutorReservedConcurrency"}
+    source = executor["Events"]["Work"]["Properties"]
+    assert source["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "ExecutorReservedConcurrency"}
+    assert template["Parameters"]["ExecutorReservedConcurrency"]["MinValue"] >= 2  # SQS's minimum
+    [throttle] = resources(template, "AWS::Serverless::Api")["Api"]["MethodSettings"]
+    assert throttle["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}

@@ -10,14 +10,17 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
+from aitasks.adapters.cloudformation import respond
 from aitasks.adapters.eventbridge import EventBridgePublisher
 from aitasks.adapters.idempotency import PostgresIdempotencyStore, idempotent_call
+from aitasks.adapters.migrate import migrate
 from aitasks.adapters.postgres import (
     ConnectionProvider,
     PostgresApiKeyRepository,
     PostgresOutbox,
     PostgresRetention,
     PostgresTaskRepository,
+    connect,
     database_url_from_secret,
 )
 from aitasks.adapters.scheduler import EventBridgeScheduler
@@ -257,6 +260,15 @@ def run_task() -> RunTask:
 
 def dead_letter_task() -> DeadLetterTask:
     return DeadLetterTask(task_repository())
+
+
+def migrate_database() -> list[str]:
+    """Apply pending migrations (the deploy's custom resource); the names of those applied."""
+    with connect(database_url(), application_name="aitasks-migrate") as conn:
+        return [f"{m.version:04d}_{m.name}" for m in migrate(conn)]
+
+
+report_to_cloudformation = respond
 
 
 def authenticate() -> Authenticate:

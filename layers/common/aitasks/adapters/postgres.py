@@ -330,8 +330,9 @@ class PostgresOutbox(_Repository):
         except psycopg.OperationalError as exc:
             raise DependencyUnavailableError("database") from exc
 
-    def prune_published(self, *, cutoff: datetime, limit: int) -> int:
-        return len(self._fetchall("prune_published", {"cutoff": cutoff, "limit": limit}))
+    def backlog(self, *, before: datetime) -> int:
+        row = self._fetchone("backlog", {"before": before})
+        return int(row["n"]) if row else 0
 
 
 class PostgresRetention(_Repository):

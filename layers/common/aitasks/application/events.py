@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -51,3 +52,7 @@ class RelayOutbox:
             if marked < self.batch_size:
                 break
         return published
+
+    def backlog(self, *, older_than_s: int = 120) -> int:
+        """Events older than `older_than_s` still unpublished: more than zero for long means the relay is failing."""
+        return self.outbox.backlog(before=datetime.now(UTC) - timedelta(seconds=older_than_s))

@@ -172,6 +172,10 @@ class Outbox(Protocol):
         returns as published, all in one transaction; return how many were marked."""
         ...
 
+    def backlog(self, *, before: datetime) -> int:
+        """How many rows that occurred before `before` are still unpublished."""
+        ...
+
 
 class EventPublisher(Protocol):
     def publish(self, events: list[OutboxEvent]) -> set[UUID]:

@@ -17,3 +17,7 @@ UPDATE outbox_messages SET published_at = %(now)s WHERE id = ANY(%(ids)s) RETURN
 DELETE FROM outbox_messages
 WHERE id IN (SELECT id FROM outbox_messages WHERE published_at < %(cutoff)s LIMIT %(limit)s)
 RETURNING id;
+
+-- name: backlog
+-- Events the relay should have published by now (for the RelayBacklog alarm).
+SELECT count(*) AS n FROM outbox_messages WHERE published_at IS NULL AND occurred_at < %(before)s;
