@@ -171,9 +171,12 @@ def test_alarms_watch_the_dlq_the_executor_the_api_the_queue_and_the_relay(templ
 
 def test_the_executor_and_the_api_are_bounded(template: dict[str, Any]) -> None:
     executor = resources(template, "AWS::Serverless::Function")["ExecutorFunction"]
-    assert executor["ReservedConcurrentExecutions"] == {"Ref": "ExecutorReservedConcurrency"}
+    chosen = {"FindInMap": ["Concurrency", {"Ref": "ExecutorReservedConcurrency"}, "Max"]}
+    assert executor["ReservedConcurrentExecutions"] == chosen
     source = executor["Events"]["Work"]["Properties"]
-    assert source["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "ExecutorReservedConcurrency"}
-    assert template["Parameters"]["ExecutorReservedConcurrency"]["MinValue"] >= 2  # SQS's minimum
+    assert source["ScalingConfig"]["MaximumConcurrency"] == chosen
+    allowed = template["Parameters"]["ExecutorReservedConcurrency"]["AllowedValues"]
+    assert {template["Mappings"]["Concurrency"][v]["Max"] for v in allowed} == {int(v) for v in allowed}
+    assert min(int(v) for v in allowed) >= 2  # SQS's minimum MaximumConcurrency
     [throttle] = resources(template, "AWS::Serverless::Api")["Api"]["MethodSettings"]
     assert throttle["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
