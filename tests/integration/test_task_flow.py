@@ -140,3 +140,22 @@ def test_the_database_url_comes_from_an_rds_format_secret() -> None:
         "dbname": "aitasks",
         "sslmode": "require",
     }
+
+
+def test_an_rds_managed_secret_takes_host_and_database_from_the_settings() -> None:
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = sm.create_secret(Name="rds!cluster", SecretString=json.dumps({"username": "aitasks", "password": "pw"}))[
+            "ARN"
+        ]
+        url = database_url_from_secret(arn, max_age_s=0, host="proxy.internal", dbname="aitasks")
+    from psycopg.conninfo import conninfo_to_dict
+
+    assert conninfo_to_dict(url) == {
+        "host": "proxy.internal",
+        "port": "5432",
+        "user": "aitasks",
+        "password": "pw",
+        "dbname": "aitasks",
+        "sslmode": "require",
+    }

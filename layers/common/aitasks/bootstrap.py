@@ -67,7 +67,13 @@ def database_url() -> str:
     if settings.database_url:
         return settings.database_url
     if settings.database_secret_arn:
-        return database_url_from_secret(settings.database_secret_arn, max_age_s=settings.database_secret_max_age_s)
+        return database_url_from_secret(
+            settings.database_secret_arn,
+            max_age_s=settings.database_secret_max_age_s,
+            host=settings.database_host,
+            port=settings.database_port,
+            dbname=settings.database_name,
+        )
     raise RuntimeError("no database configured: set DATABASE_URL (or DATABASE_SECRET_ARN on AWS)")
 
 

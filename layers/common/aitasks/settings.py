@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(default=None, description="libpq URL; wins over DATABASE_SECRET_ARN")
     database_secret_arn: str | None = Field(default=None, description="Secrets Manager secret in RDS format")
+    database_host: str | None = Field(default=None, description="wins over the secret's host (an RDS Proxy)")
+    database_port: int | None = Field(default=None, description="wins over the secret's port")
+    database_name: str | None = Field(default=None, description="wins over the secret's dbname")
     database_secret_max_age_s: int = Field(default=300, ge=0, description="how long a fetched secret is cached")
     work_queue_url: str | None = Field(default=None, description="the SQS queue the executor consumes")
     lease_seconds: int = Field(default=150, ge=1, description="executor lease; below the queue visibility timeout")

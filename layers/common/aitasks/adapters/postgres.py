@@ -367,8 +367,19 @@ class PostgresApiKeyRepository(_Repository):
         return self._fetchone("revoke_api_key", {"id": key_id, "now": now}) is not None
 
 
-def database_url_from_secret(secret_id: str, *, max_age_s: int = 300) -> str:
-    """A libpq URL from a Secrets Manager secret in the RDS format, read through Powertools Parameters (cached)."""
+def database_url_from_secret(
+    secret_id: str,
+    *,
+    max_age_s: int = 300,
+    host: str | None = None,
+    port: int | None = None,
+    dbname: str | None = None,
+) -> str:
+    """A libpq URL from a Secrets Manager secret in the RDS format, read through Powertools Parameters (cached).
+
+    An RDS-managed master secret holds only the username and password: `host` (an RDS Proxy endpoint, say),
+    `port` and `dbname` then come from the caller, and win over the secret's when both are there.
+    """
     from aws_lambda_powertools.utilities import parameters
     from psycopg.conninfo import make_conninfo
 
@@ -376,10 +387,10 @@ def database_url_from_secret(secret_id: str, *, max_age_s: int = 300) -> str:
     if not isinstance(secret, dict):
         raise DependencyUnavailableError("database secret")
     return make_conninfo(
-        host=secret["host"],
-        port=str(secret.get("port", 5432)),
+        host=host or secret["host"],
+        port=str(port or secret.get("port", 5432)),
         user=secret["username"],
         password=secret["password"],
-        dbname=secret.get("dbname", "postgres"),
+        dbname=dbname or secret.get("dbname", "postgres"),
         sslmode=secret.get("sslmode", "require"),
     )
