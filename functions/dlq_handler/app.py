@@ -24,8 +24,10 @@ def record_handler(record: SQSRecord) -> None:
         logger.error("malformed message on the DLQ dropped", extra={"message_id": record.message_id})
         return
     receive_count = record.attributes.approximate_receive_count
-    task = bootstrap.dead_letter_task()(wake.task_id, receive_count=int(receive_count) if receive_count else None)
-    logger.info("dead-lettered" if task else "already finished", extra={"task_id": str(wake.task_id)})
+    task = bootstrap.dead_letter_task()(
+        wake.task_id, attempt_no=wake.attempt, receive_count=int(receive_count) if receive_count else None
+    )
+    logger.info("dead-lettered" if task else "finished, or a stale message", extra={"task_id": str(wake.task_id)})
 
 
 @logger.inject_lambda_context

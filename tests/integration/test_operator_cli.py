@@ -50,6 +50,7 @@ def test_redrive_refuses_other_statuses_in_one_line(database_url: str) -> None:
 def test_prune_reports_what_it_deleted(db, database_url: str) -> None:
     old = dead_letter(db)
     db().execute("UPDATE tasks SET updated_at = now() - interval '31 days' WHERE id = %s", (old,))
+    db().execute("UPDATE outbox_messages SET published_at = now()")  # its events went out
     done = cli("prune", "--older-than-days", "30", "--database-url", database_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pruned 1 task(s), 0 event(s), 0 expired key(s)"

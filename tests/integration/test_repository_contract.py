@@ -205,14 +205,40 @@ def test_a_heartbeat_renews_the_lease_and_reports_a_cancel_request(subject: Subj
     assert subject.repo.extend_lease(task.id, locked_by="run-1", attempt_no=1, lease_until=renewed).cancel_requested
 
 
-def test_the_dlq_dead_letters_any_unfinished_task_once(subject: Subject) -> None:
+def test_the_dlq_dead_letters_an_unfinished_task_once(subject: Subject) -> None:
     task = subject.repo.add(submit())
     subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
-    dead = subject.repo.dead_letter(task.id, reason="dlq: 5 receives", now=NOW)
+    after = LEASE + timedelta(seconds=1)  # the run died: its lease ran out
+    dead = subject.repo.dead_letter(task.id, attempt_no=1, reason="dlq: 5 receives", now=after)
     assert (dead.status, dead.last_error, dead.locked_by) == (TaskStatus.DEAD_LETTER, "dlq: 5 receives", None)
     assert subject.attempts(task.id) == [(1, "abandoned")]
-    assert subject.repo.dead_letter(task.id, reason="again", now=NOW) is None
+    assert subject.repo.dead_letter(task.id, attempt_no=1, reason="again", now=after) is None
     assert subject.events(task.id)[-1][0] == "task.dead_lettered"
+
+
+def test_a_stale_dlq_message_does_not_kill_a_live_or_later_run(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    # A live run holds the task: an old message's arrival on the DLQ must not end it.
+    assert subject.repo.dead_letter(task.id, attempt_no=1, reason="dlq", now=NOW) is None
+    failed = RunOutcome(TaskStatus.FAILED, "failed", error_code="timeout", available_at=NOW + timedelta(minutes=1))
+    subject.repo.finish(task.id, failed, locked_by="run-1", attempt_no=1, now=NOW)
+    # Attempt 1 happened and the task waits for attempt 2: the DLQ message for attempt 1 is stale.
+    assert subject.repo.dead_letter(task.id, attempt_no=1, reason="dlq", now=NOW) is None
+    assert subject.repo.get(A, task.id).status is TaskStatus.FAILED
+    # The message for attempt 2 failing for good does end it.
+    assert subject.repo.dead_letter(task.id, attempt_no=2, reason="dlq", now=NOW).status is TaskStatus.DEAD_LETTER
+
+
+def test_a_failure_after_a_cancel_request_ends_cancelled(subject: Subject) -> None:
+    task = subject.repo.add(submit())
+    subject.repo.claim(task.id, locked_by="run-1", lease_until=LEASE, now=NOW)
+    subject.repo.request_cancel(A, task.id, now=NOW)
+    failed = RunOutcome(TaskStatus.FAILED, "failed", error_code="rate_limit", available_at=NOW + timedelta(minutes=1))
+    done = subject.repo.finish(task.id, failed, locked_by="run-1", attempt_no=1, now=NOW)
+    assert done.status is TaskStatus.CANCELLED  # it would never be claimed again as failed
+    assert subject.attempts(task.id) == [(1, "failed")]
+    assert subject.events(task.id)[-1] == ("task.cancelled", 1)
 
 
 def test_one_idempotency_key_per_tenant(subject: Subject) -> None:

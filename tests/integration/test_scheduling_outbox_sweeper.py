@@ -350,13 +350,19 @@ def test_retention_prunes_finished_tasks_and_never_a_live_one(db) -> None:
     db().execute(
         "UPDATE outbox_messages SET published_at = now() - interval '8 days' WHERE task_id = %s", (new_done.id,)
     )
+    db().execute("UPDATE outbox_messages SET published_at = now() WHERE task_id = %s", (old_done.id,))
+    old_unannounced = create(db, dispatch)  # finished long ago, but its events are not published yet
+    db().execute(
+        "UPDATE tasks SET status = 'succeeded', updated_at = now() - interval '40 days' WHERE id = %s",
+        (old_unannounced.id,),
+    )
     events_only = Prune(PostgresRetention(db), batch=1, prune_tasks=False)()
     assert (events_only.tasks, events_only.outbox_rows) == (0, 2)  # task retention is opt-in
-    assert db().execute("SELECT count(*) AS n FROM tasks").fetchone() == {"n": 3}
+    assert db().execute("SELECT count(*) AS n FROM tasks").fetchone() == {"n": 4}
     report = Prune(PostgresRetention(db), batch=1)()
     assert (report.tasks, report.outbox_rows) == (1, 0)
     left = {r["id"] for r in db().execute("SELECT id FROM tasks")}
-    assert left == {old_live.id, new_done.id}
+    assert left == {old_live.id, new_done.id, old_unannounced.id}
     assert db().execute("SELECT count(*) AS n FROM outbox_messages WHERE task_id = %s", (old_done.id,)).fetchone() == {
         "n": 0
     }

@@ -101,8 +101,11 @@ class InMemoryTaskRepository:
                 or task.attempt_count != attempt_no
             ):
                 return None
+            status = outcome.status
+            if status is TaskStatus.FAILED and task.cancel_requested_at is not None:
+                status = TaskStatus.CANCELLED
             done = task.transition(
-                outcome.status,
+                status,
                 now,
                 locked_by=None,
                 locked_until=None,
@@ -118,7 +121,7 @@ class InMemoryTaskRepository:
             self._close_attempt(task_id, outcome.attempt_status, attempt_no)
             if outcome.artifact is not None:
                 self.artifacts_log.append((task_id, outcome.artifact.kind, outcome.artifact.content))
-            self._event(done, outcome.status)
+            self._event(done, status)
             return done
 
     def _close_attempt(self, task_id: UUID, status: str, attempt_no: int | None = None) -> None:
@@ -235,10 +238,14 @@ class InMemoryTaskRepository:
             and (since is None or t.updated_at >= since)
         ][:limit]
 
-    def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
+    def dead_letter(self, task_id: UUID, *, attempt_no: int, reason: str, now: datetime) -> Task | None:
         with self._lock:
             task = self.tasks.get(task_id)
             if task is None or task.terminal:
+                return None
+            live = task.status is TaskStatus.RUNNING and task.locked_until is not None and task.locked_until >= now
+            stale = task.status in (TaskStatus.QUEUED, TaskStatus.FAILED) and task.attempt_count >= attempt_no
+            if live or stale:
                 return None
             dead = task.transition(TaskStatus.DEAD_LETTER, now, last_error=reason, locked_by=None, locked_until=None)
             self.tasks[task_id] = dead

@@ -243,8 +243,9 @@ class PostgresTaskRepository(_Repository):
         params = {"limit": limit, "types": list(types) if types else None, "since": since}
         return _tasks(self._fetchall("dead_letters", params))
 
-    def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
-        return _task(self._fetchone("dead_letter", {"id": task_id, "reason": reason, "now": now}))
+    def dead_letter(self, task_id: UUID, *, attempt_no: int, reason: str, now: datetime) -> Task | None:
+        params = {"id": task_id, "attempt_no": attempt_no, "reason": reason, "now": now}
+        return _task(self._fetchone("dead_letter", params))
 
     def get_by_id(self, task_id: UUID) -> Task | None:
         return _task(self._fetchone("get_task_by_id", {"id": task_id}))

@@ -144,17 +144,20 @@ class RunTask:
         signals.done.set()  # stops the heartbeat
         beat.join()
         elapsed_ms = round((time.perf_counter() - started) * 1000)
-        if not result:
-            detail = "cancelled while the model was working" if signals.cancel.is_set() else "the lease was lost"
+        if not result and signals.cancel.is_set():
             # A cancelled call is abandoned (best effort): its tokens, if any, are not known here.
             return RunOutcome(
                 TaskStatus.CANCELLED,
                 "cancelled",
                 latency_ms=elapsed_ms,
                 error_code="cancelled",
-                error_detail=detail,
+                error_detail="cancelled while the model was working",
                 model=request.model,
             )
+        if not result:
+            # The lease could not be kept: a retryable failure (if another run took the task over, the fenced
+            # finish writes nothing anyway).
+            result.append(AiError("connection", "the run could not renew its lease"))
         answer = result[0]
         if isinstance(answer, AiResult):
             try:
@@ -164,16 +167,25 @@ class RunTask:
         return self._failed(task, answer, elapsed_ms, request.model)
 
     def _heartbeat(self, task: Task, invocation_id: str, receipt_handle: str | None, signals: _Signals) -> None:
+        held_until = self._lease_end(self.clock())
         while not signals.done.wait(self.heartbeat_s):
-            lease = self.tasks.extend_lease(
-                task.id,
-                locked_by=invocation_id,
-                attempt_no=task.attempt_count,
-                lease_until=self._lease_end(self.clock()),
-            )
+            until = self._lease_end(self.clock())
+            try:
+                lease = self.tasks.extend_lease(
+                    task.id, locked_by=invocation_id, attempt_no=task.attempt_count, lease_until=until
+                )
+            except Exception:
+                # A passing database error: keep beating while the lease we hold lasts; past it, give the run up
+                # rather than race the run that takes it over.
+                logger.warning("could not renew the lease", exc_info=True, extra={"task_id": str(task.id)})
+                if self.clock() >= held_until:
+                    signals.lease_lost.set()
+                    return
+                continue
             if lease is None:
                 signals.lease_lost.set()
                 return
+            held_until = until
             if lease.cancel_requested:
                 signals.cancel.set()
                 return
@@ -249,6 +261,6 @@ class DeadLetterTask:
     tasks: TaskRepository
     clock: Callable[[], datetime] = utc_now
 
-    def __call__(self, task_id: UUID, *, receive_count: int | None) -> Task | None:
+    def __call__(self, task_id: UUID, *, attempt_no: int, receive_count: int | None) -> Task | None:
         reason = f"dlq: its message was received {receive_count or 'too many'} times without an outcome"
-        return self.tasks.dead_letter(task_id, reason=reason, now=self.clock())
+        return self.tasks.dead_letter(task_id, attempt_no=attempt_no, reason=reason, now=self.clock())

@@ -105,8 +105,9 @@ class TaskRepository(Protocol):
         self, *, limit: int, types: Sequence[str] | None = None, since: datetime | None = None
     ) -> list[Task]: ...
 
-    def dead_letter(self, task_id: UUID, *, reason: str, now: datetime) -> Task | None:
-        """Move a task that is not finished to dead_letter (its message reached the DLQ)."""
+    def dead_letter(self, task_id: UUID, *, attempt_no: int, reason: str, now: datetime) -> Task | None:
+        """Move a task that is not finished to dead_letter (its message, sent for `attempt_no`, reached the DLQ);
+        None when it finished, or when the message is stale (a live run holds the task, or that attempt happened)."""
         ...
 
     def get_by_id(self, task_id: UUID) -> Task | None:

@@ -2,11 +2,12 @@
 
 -- name: claim_unpublished
 -- Inside the relay's transaction: the oldest unpublished rows no other relay holds (rows commit out of id and
--- time order, so they are claimed by lock, never by a cursor).
+-- time order, so they are claimed by lock, never by a cursor). seq keeps the order of rows written together
+-- (task.created before task.queued); across relays and retries, order is not guaranteed (nor is it by EventBridge).
 SELECT id, task_id, tenant_id, event_type, payload, occurred_at
 FROM outbox_messages
 WHERE published_at IS NULL
-ORDER BY occurred_at
+ORDER BY seq
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 

@@ -53,13 +53,17 @@ SELECT * FROM claimed;
 -- transition: running -> cancelled
 WITH done AS (
     UPDATE tasks
-    SET status = %(status)s, locked_by = NULL, locked_until = NULL, last_error = %(last_error)s::text,
+    -- A retryable failure of a task whose cancel was requested meanwhile ends it: it would never be claimed again.
+    SET status = CASE WHEN %(status)s = 'failed' AND cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      ELSE %(status)s END,
+        locked_by = NULL, locked_until = NULL, last_error = %(last_error)s::text,
         available_at = COALESCE(%(available_at)s::timestamptz, available_at),
         tokens_in = tokens_in + COALESCE(%(tokens_in)s::bigint, 0),
         tokens_out = tokens_out + COALESCE(%(tokens_out)s::bigint, 0),
         cost = CASE WHEN %(cost)s::numeric IS NULL THEN cost ELSE COALESCE(cost, 0) + %(cost)s::numeric END,
         -- a failed task's next wake-up is sent right after this commit
-        dispatched_at = CASE WHEN %(status)s = 'failed' THEN %(now)s ELSE dispatched_at END,
+        dispatched_at = CASE WHEN %(status)s = 'failed' AND cancel_requested_at IS NULL THEN %(now)s
+                             ELSE dispatched_at END,
         updated_at = %(now)s
     WHERE id = %(id)s
       AND status IN ('running')
@@ -78,7 +82,8 @@ WITH done AS (
     FROM done WHERE %(artifact_kind)s::text IS NOT NULL
 ), event AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
-    SELECT gen_random_uuid(), id, tenant_id, %(event_type)s,
+    SELECT gen_random_uuid(), id, tenant_id,
+           CASE status WHEN 'cancelled' THEN 'task.cancelled' ELSE %(event_type)s END,
            jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
     FROM done
 )
@@ -121,7 +126,9 @@ WITH stale AS (
 SELECT * FROM stale;
 
 -- name: dead_letter
--- Its message reached the DLQ: whatever the task was doing, it is dead now (a running attempt is abandoned).
+-- Its message reached the DLQ: the task is dead (a running attempt whose lease expired is abandoned) - unless the
+-- message is stale: a live run holds the task, or the attempt it was sent for already happened and the task waits
+-- for a later one.
 -- transition: created -> dead_letter
 -- transition: queued -> dead_letter
 -- transition: reserved -> dead_letter
@@ -131,6 +138,8 @@ WITH dead AS (
     UPDATE tasks
     SET status = 'dead_letter', last_error = %(reason)s, locked_by = NULL, locked_until = NULL, updated_at = %(now)s
     WHERE id = %(id)s AND status IN ('created', 'queued', 'reserved', 'running', 'failed')
+      AND NOT (status = 'running' AND locked_until >= %(now)s)
+      AND NOT (status IN ('queued', 'failed') AND attempt_count >= %(attempt_no)s)
     RETURNING *
 ), attempt AS (
     UPDATE task_attempts
@@ -264,6 +273,7 @@ DELETE FROM tasks
 WHERE id IN (
     SELECT id FROM tasks
     WHERE status IN ('succeeded', 'cancelled', 'dead_letter') AND updated_at < %(cutoff)s
+      AND NOT EXISTS (SELECT 1 FROM outbox_messages o WHERE o.task_id = tasks.id AND o.published_at IS NULL)
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
