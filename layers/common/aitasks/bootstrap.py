@@ -26,11 +26,11 @@ from aitasks.adapters.postgres import (
 from aitasks.adapters.scheduler import EventBridgeScheduler
 from aitasks.adapters.sqs import SqsWorkQueue
 from aitasks.application.ai import DEFAULT_PRICES, PriceTable
-from aitasks.application.auth import Authenticate, CreateApiKey
+from aitasks.application.auth import Authenticate
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.events import RelayOutbox
 from aitasks.application.executor import DeadLetterTask, RunTask
-from aitasks.application.maintenance import Prune, RedriveDeadLetters, RedriveTask, Sweep
+from aitasks.application.maintenance import Prune, RedriveTask, Sweep
 from aitasks.application.tasks import (
     CancelTask,
     CreateTask,
@@ -202,10 +202,6 @@ def redrive_task() -> RedriveTask:
     return RedriveTask(task_repository(), dispatcher())
 
 
-def redrive_dead_letters() -> RedriveDeadLetters:
-    return RedriveDeadLetters(task_repository(), dispatcher())
-
-
 def prune() -> Prune:
     settings = get_settings()
     return Prune(
@@ -279,7 +275,3 @@ report_to_cloudformation = respond
 
 def authenticate() -> Authenticate:
     return Authenticate(api_key_repository())
-
-
-def create_api_key() -> CreateApiKey:
-    return CreateApiKey(api_key_repository())

@@ -135,19 +135,7 @@ class AttemptView(CamelModel):
 
     @classmethod
     def of(cls, a: AttemptRecord) -> AttemptView:
-        return cls(
-            attempt_no=a.attempt_no,
-            status=a.status,
-            model=a.model,
-            tokens_in=a.tokens_in,
-            tokens_out=a.tokens_out,
-            cost=a.cost,
-            latency_ms=a.latency_ms,
-            error_code=a.error_code,
-            error_detail=a.error_detail,
-            started_at=a.started_at,
-            ended_at=a.ended_at,
-        )
+        return cls.model_validate(a, from_attributes=True)
 
 
 class ArtifactView(CamelModel):
@@ -159,7 +147,7 @@ class ArtifactView(CamelModel):
 
     @classmethod
     def of(cls, a: ArtifactRecord) -> ArtifactView:
-        return cls(id=a.id, kind=a.kind, content=a.content, uri=a.uri, created_at=a.created_at)
+        return cls.model_validate(a, from_attributes=True)
 
 
 def dump(models: list[TaskView] | list[AttemptView] | list[ArtifactView]) -> list[dict[str, Any]]:
