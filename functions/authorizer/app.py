@@ -1,4 +1,5 @@
-"""REQUEST Lambda authorizer: `Authorization: Bearer <key>` -> the key's tenant, in the authorizer context."""
+"""REQUEST Lambda authorizer: `Authorization: Bearer <key>` -> the key's tenant, in the authorizer context, and
+its tier's usage plan key as usageIdentifierKey (the API's key source is AUTHORIZER)."""
 
 from __future__ import annotations
 
@@ -23,19 +24,23 @@ logger = Logger()
 @event_source(data_class=APIGatewayAuthorizerRequestEvent)
 def lambda_handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict[str, Any]:
     try:
-        tenant = bootstrap.authenticate()(event.headers.get("Authorization"))
+        principal = bootstrap.authenticate()(event.headers.get("Authorization"))
     except UnauthorizedError:
         logger.info("request denied: no valid API key")
         # The exact message "Unauthorized" is what makes API Gateway answer 401 (cached like any result).
         raise Exception("Unauthorized") from None
+    if principal.usage_key is None:
+        # API Gateway will answer 403: every authorized route needs a usage plan key.
+        logger.warning("tenant has no tier: run `aitasks tenants set-tier`", tenant=principal.tenant_id)
     arn = event.parsed_arn
     policy = APIGatewayAuthorizerResponse(
-        principal_id=tenant,
+        principal_id=principal.tenant_id,
         region=arn.region,
         aws_account_id=arn.aws_account_id,
         api_id=arn.api_id,
         stage=arn.stage,
-        context={TENANT_KEY: tenant},
+        context={TENANT_KEY: principal.tenant_id},
+        usage_identifier_key=principal.usage_key,
     )
     # One allow for every route: API Gateway caches the result per key for all routes of the API.
     policy.allow_all_routes()

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from aitasks.adapters.memory import InMemoryUsagePlans
+from aitasks.application.auth import SetTier
 from aitasks.domain.apikey import hash_api_key
 from aitasks.domain.task import TaskStatus, TenantId
+from aitasks.domain.tenant import Tier
 from tests.conftest import load_handler, rest_event, sqs_event
 
 BODY = {"type": "chat", "payload": {"prompt": "Say hi"}}
@@ -123,6 +126,11 @@ def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(fak
     assert allowed["principalId"] == "acme"
     assert allowed["context"] == {"tenantId": "acme"}
     assert allowed["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    # No tier yet: no usage plan key, so API Gateway refuses (every authorized route requires one).
+    assert "usageIdentifierKey" not in allowed
+    SetTier(keys.tenants, InMemoryUsagePlans())(TenantId("acme"), Tier.PRO)
+    tiered = load_handler("authorizer").lambda_handler(event("Bearer ait_good"), lambda_context)
+    assert tiered["usageIdentifierKey"] == keys.tenants.plans[TenantId("acme")].usage_key
     for bad in (None, "Bearer ait_bad", "Basic ait_good", "Bearer"):
         with pytest.raises(Exception, match=r"^Unauthorized$"):
             handler(event(bad), lambda_context)

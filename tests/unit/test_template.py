@@ -210,3 +210,77 @@ def test_functions_wait_for_the_migration(template: dict[str, Any]) -> None:
     for name, fn in template["Resources"].items():
         if fn["Type"] == "AWS::Serverless::Function" and name != "MigrateFunction":
             assert fn.get("DependsOn") == "DatabaseMigration", name
+
+
+def test_each_tier_is_a_usage_plan_on_the_stage_and_the_key_comes_from_the_authorizer(template: dict[str, Any]) -> None:
+    from aitasks.adapters.usage_plans import plan_ids_from_outputs
+    from aitasks.domain.tenant import Tier
+
+    api = resources(template, "AWS::Serverless::Api")["Api"]
+    assert api["ApiKeySourceType"] == "AUTHORIZER"
+    assert api["Auth"]["ApiKeyRequired"] is True
+    health = template["Resources"]["QueryTasksFunction"]["Properties"]["Events"]["Health"]["Properties"]
+    assert health["Auth"] == {"Authorizer": "NONE", "ApiKeyRequired": False}
+    plans = resources(template, "AWS::ApiGateway::UsagePlan")
+    outputs = {name: o["Value"]["Ref"] for name, o in template["Outputs"].items() if "Ref" in o["Value"]}
+    by_tier = plan_ids_from_outputs(outputs)  # the CLI finds each tier's plan by these output names
+    assert set(by_tier) == set(Tier) and set(by_tier.values()) == set(plans)
+    for tier, name in by_tier.items():
+        plan = plans[name]
+        assert plan["ApiStages"] == [{"ApiId": {"Ref": "Api"}, "Stage": {"Ref": "Api.Stage"}}]
+        limits = {"Ref": f"{tier.value.capitalize()}TierLimits"}
+        assert plan["Throttle"] == {"RateLimit": {"Select": [0, limits]}, "BurstLimit": {"Select": [1, limits]}}
+        assert plan["Quota"] == {"Limit": {"Select": [2, limits]}, "Period": "DAY"}
+        assert len(template["Parameters"][limits["Ref"]]["Default"].split(",")) == 3
+
+
+def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every IAM statement of the stack's roles, managed policies and functions' inline policies, with its owner."""
+
+    def unwrap(item: Any) -> list[dict[str, Any]]:  # !If [cond, statement, NoValue] -> the statement
+        if isinstance(item, dict) and "If" in item:
+            return [s for s in item["If"][1:] if isinstance(s, dict) and "Effect" in s]
+        return [item] if isinstance(item, dict) and "Effect" in item else []
+
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        documents = [p["PolicyDocument"] for p in props.get("Policies", []) if "PolicyDocument" in p]
+        documents += [p for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p]
+        if "PolicyDocument" in props:
+            documents.append(props["PolicyDocument"])
+        for document in documents:
+            found += [(name, s) for item in document["Statement"] for s in unwrap(item)]
+    return found
+
+
+def test_iam_grants_named_resources_only(template: dict[str, Any]) -> None:
+    statements = _statements(template)
+    assert len(statements) > 10
+    for owner, statement in statements:
+        resources_ = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert "*" not in resources_, f"{owner}: {statement}"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not any(a.endswith(":*") or a == "*" for a in actions), f"{owner}: {statement}"
+        if "iam:PassRole" in actions:
+            assert statement["Resource"] == {"GetAtt": "SchedulerRole.Arn"}
+            assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
+
+
+def test_sqs_consumers_read_only_their_own_queue(template: dict[str, Any]) -> None:
+    # SAM's generated role for an SQS event source carries AWSLambdaSQSQueueExecutionRole (every queue): the
+    # consumers bring their own roles, and those name their queue.
+    functions = resources(template, "AWS::Serverless::Function")
+    consumers = {
+        name: event["Properties"]["Queue"]
+        for name, fn in functions.items()
+        for event in fn.get("Events", {}).values()
+        if event["Type"] == "SQS"
+    }
+    assert set(consumers) == {"ExecutorFunction", "DlqHandlerFunction"}
+    for name, queue in consumers.items():
+        role = functions[name]["Role"]["GetAtt"].removesuffix(".Arn")
+        receive = [s for owner, s in _statements(template) if owner == role and "sqs:ReceiveMessage" in s["Action"]]
+        assert [s["Resource"] for s in receive] == [queue], name
+        managed = template["Resources"][role]["Properties"]["ManagedPolicyArns"]
+        assert not any("SQS" in str(arn) for arn in managed), name

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 
 from aitasks.adapters.migrate import migrate as apply_migrations
 from aitasks.adapters.postgres import (
@@ -15,14 +16,17 @@ from aitasks.adapters.postgres import (
     PostgresApiKeyRepository,
     PostgresRetention,
     PostgresTaskRepository,
+    PostgresTenantRepository,
     connect,
 )
 from aitasks.adapters.sqs import SqsWorkQueue
-from aitasks.application.auth import CreateApiKey
+from aitasks.adapters.usage_plans import ApiGatewayUsagePlans, plan_ids_from_outputs, stack_outputs
+from aitasks.application.auth import CreateApiKey, SetTier
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.maintenance import Prune, RedriveDeadLetters
 from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
+from aitasks.domain.tenant import DEFAULT_TIER, Tier
 from aitasks.settings import get_settings
 
 LOCAL_DIR = Path(".local")
@@ -30,9 +34,11 @@ LOCAL_DIR = Path(".local")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="aitasks: asynchronous AI tasks on AWS.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (talks to the database).")
 local_app = typer.Typer(no_args_is_help=True, help="The local stack (no Docker).")
+tenants_app = typer.Typer(no_args_is_help=True, help="Tenants' tiers (the database and the stack's usage plans).")
 tasks_app = typer.Typer(no_args_is_help=True, help="Operator commands on tasks (talk to the database).")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(tenants_app, name="tenants")
 app.add_typer(local_app, name="local")
 
 DatabaseUrl = Annotated[
@@ -93,11 +99,18 @@ def keys_create(
     provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
     try:
         key_id, key = CreateApiKey(PostgresApiKeyRepository(provider))(TenantId(tenant), name)
+        has_tier = PostgresTenantRepository(provider).get(TenantId(tenant)) is not None
     except AitasksError as exc:
         raise _fail(_describe(exc)) from None
     finally:
         provider.close()
     typer.echo(f"key id: {key_id}", err=True)
+    if not has_tier:
+        typer.echo(
+            f"note: tenant {tenant} has no tier yet; API Gateway refuses its requests until "
+            f"`aitasks tenants set-tier {tenant} {DEFAULT_TIER}`",
+            err=True,
+        )
     typer.echo(key)
 
 
@@ -114,6 +127,33 @@ def keys_revoke(key_id: UUID, database_url: DatabaseUrl = None) -> None:
     if not revoked:
         raise _fail(f"no active key {key_id}")
     typer.echo(f"revoked {key_id}")
+
+
+@tenants_app.command("set-tier")
+def tenants_set_tier(
+    tenant: Annotated[str, typer.Argument(help="the tenant")],
+    tier: Annotated[Tier, typer.Argument(help="its tier: the usage plan whose throttle and quota it gets")],
+    stack: Annotated[
+        str, typer.Option("--stack", envvar="AITASKS_STACK", show_envvar=True, help="the deployed stack's name")
+    ] = "aitasks",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Put a tenant in a tier's usage plan (creates its API Gateway API key once; uses your AWS credentials).
+
+    Takes effect within 300 s: the authorizer's answers are cached that long.
+    """
+    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    try:
+        outputs = stack_outputs(stack)
+        plans = ApiGatewayUsagePlans(stack, plan_ids_from_outputs(outputs))
+        plan = SetTier(PostgresTenantRepository(provider), plans)(TenantId(tenant), tier)
+    except (BotoCoreError, ClientError, KeyError) as exc:
+        raise _fail(f"stack {stack}: {exc}") from None
+    except AitasksError as exc:
+        raise _fail(_describe(exc)) from None
+    finally:
+        provider.close()
+    typer.echo(f"tenant {plan.tenant_id}: tier {plan.tier} (usage plan key {plan.usage_key_id})")
 
 
 @local_app.command("up")

@@ -23,10 +23,12 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from aitasks.adapters.migrate import migrate
-from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository, connect
-from aitasks.application.auth import Authenticate, CreateApiKey
+from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository, PostgresTenantRepository, connect
+from aitasks.adapters.usage_plans import ApiGatewayUsagePlans, plan_ids_from_outputs, stack_outputs
+from aitasks.application.auth import Authenticate, CreateApiKey, SetTier
 from aitasks.domain.errors import AitasksError
 from aitasks.domain.task import TenantId
+from aitasks.domain.tenant import DEFAULT_TIER
 from aitasks.settings import get_settings
 
 LOCAL = Path(".local")
@@ -222,9 +224,33 @@ def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
         endpoint,
         log,
     )
-    cfn = aws_client("cloudformation", endpoint)
-    stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
-    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return stack_outputs(STACK, aws_client("cloudformation", endpoint))
+
+
+def attach_tenant(url: str, endpoint: str, outputs: dict[str, str]) -> None:
+    """The local tenant in the standard tier's usage plan, as `aitasks tenants set-tier` does on AWS."""
+    provider = ConnectionProvider(lambda: url, application_name="aitasks-local")
+    try:
+        plans = ApiGatewayUsagePlans(STACK, plan_ids_from_outputs(outputs), aws_client("apigateway", endpoint))
+        SetTier(PostgresTenantRepository(provider), plans)(TENANT, DEFAULT_TIER)
+    finally:
+        provider.close()
+
+
+def skip_usage_plan_keys(endpoint: str, api_id: str) -> None:
+    """MiniStack takes a usage plan key only from the x-api-key header, not from the authorizer (key source
+    AUTHORIZER), so locally no method requires one; the tenant is still attached and the authorizer still returns
+    its key (docs/decisions.md)."""
+    client = aws_client("apigateway", endpoint)
+    for resource in client.get_resources(restApiId=api_id, limit=500, embed=["methods"])["items"]:
+        for method in resource.get("resourceMethods") or {}:
+            # MiniStack keeps a patch's value as the string "false" (truthy); removing the flag clears it.
+            client.update_method(
+                restApiId=api_id,
+                resourceId=resource["id"],
+                httpMethod=method,
+                patchOperations=[{"op": "remove", "path": "/apiKeyRequired"}],
+            )
 
 
 def run(port: int = 4566, database_url: str | None = None) -> int:
@@ -249,6 +275,8 @@ def run(port: int = 4566, database_url: str | None = None) -> int:
         key = ensure_api_key(url)
         ministack = start_ministack(port, LOCAL / "ministack.log")
         outputs = deploy(endpoint, put_database_secret(url, endpoint), log)
+        attach_tenant(url, endpoint, outputs)
+        skip_usage_plan_keys(endpoint, outputs["ApiId"])
         api_url = f"{endpoint}/_aws/execute-api/{outputs['ApiId']}/v1/api/v1"
         (LOCAL / "api_url").write_text(api_url + "\n")
         say(f"up in {time.monotonic() - started:.0f} s")

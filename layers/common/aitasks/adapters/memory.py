@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
-from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease
+from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease, Principal, UsageKeyNotFoundError
 from aitasks.domain.errors import IdempotencyKeyTakenError
 from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, sources_of
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
-    from aitasks.application.ports import OutboxEvent, RunOutcome, TaskFilter
+    from aitasks.application.ports import OutboxEvent, RunOutcome, TaskFilter, TenantPlan
+    from aitasks.domain.tenant import Tier
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -322,16 +323,21 @@ class InMemoryTaskRepository:
 
 
 class InMemoryApiKeyRepository:
-    def __init__(self) -> None:
+    def __init__(self, tenants: InMemoryTenantRepository | None = None) -> None:
         self.keys: dict[UUID, tuple[TenantId, bytes, bool]] = {}
+        self.tenants = tenants or InMemoryTenantRepository()
 
     def add(self, *, tenant_id: TenantId, name: str, key_hash: bytes, now: datetime) -> UUID:
         key_id = uuid4()
         self.keys[key_id] = (tenant_id, key_hash, False)
         return key_id
 
-    def tenant_for(self, key_hash: bytes) -> TenantId | None:
-        return next((t for t, h, revoked in self.keys.values() if h == key_hash and not revoked), None)
+    def principal_for(self, key_hash: bytes) -> Principal | None:
+        tenant = next((t for t, h, revoked in self.keys.values() if h == key_hash and not revoked), None)
+        if tenant is None:
+            return None
+        plan = self.tenants.get(tenant)
+        return Principal(tenant, plan.usage_key if plan else None)
 
     def revoke(self, key_id: UUID, *, now: datetime) -> bool:
         entry = self.keys.get(key_id)
@@ -339,6 +345,34 @@ class InMemoryApiKeyRepository:
             return False
         self.keys[key_id] = (entry[0], entry[1], True)
         return True
+
+
+class InMemoryTenantRepository:
+    def __init__(self) -> None:
+        self.plans: dict[TenantId, TenantPlan] = {}
+
+    def get(self, tenant_id: TenantId) -> TenantPlan | None:
+        return self.plans.get(tenant_id)
+
+    def save(self, plan: TenantPlan, *, now: datetime) -> None:
+        self.plans[plan.tenant_id] = plan
+
+
+class InMemoryUsagePlans:
+    """API Gateway's usage plans: key id -> (value, the tiers whose plans hold it)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, tuple[str, set[Tier]]] = {}
+
+    def create_key(self, tenant_id: TenantId) -> tuple[str, str]:
+        key_id, value = f"key-{uuid4().hex[:10]}", f"usage-{uuid4().hex}"
+        self.keys[key_id] = (value, set())
+        return key_id, value
+
+    def attach(self, key_id: str, tier: Tier) -> None:
+        if key_id not in self.keys:
+            raise UsageKeyNotFoundError(key_id)
+        self.keys[key_id] = (self.keys[key_id][0], {tier})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

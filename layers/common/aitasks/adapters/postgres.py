@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -14,9 +15,18 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease, OutboxEvent, TaskFilter
+from aitasks.application.ports import (
+    ArtifactRecord,
+    AttemptRecord,
+    Lease,
+    OutboxEvent,
+    Principal,
+    TaskFilter,
+    TenantPlan,
+)
 from aitasks.domain.errors import DependencyUnavailableError, IdempotencyKeyTakenError
 from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId
+from aitasks.domain.tenant import Tier
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -360,12 +370,25 @@ class PostgresApiKeyRepository(_Repository):
         assert row is not None
         return cast("UUID", row["id"])
 
-    def tenant_for(self, key_hash: bytes) -> TenantId | None:
-        row = self._fetchone("tenant_for_key", {"key_hash": key_hash})
-        return TenantId(row["tenant_id"]) if row else None
+    def principal_for(self, key_hash: bytes) -> Principal | None:
+        row = self._fetchone("principal_for_key", {"key_hash": key_hash})
+        return Principal(TenantId(row["tenant_id"]), row["usage_key"]) if row else None
 
     def revoke(self, key_id: UUID, *, now: datetime) -> bool:
         return self._fetchone("revoke_api_key", {"id": key_id, "now": now}) is not None
+
+
+class PostgresTenantRepository(_Repository):
+    _module = "tenants"
+
+    def get(self, tenant_id: TenantId) -> TenantPlan | None:
+        row = self._fetchone("get_tenant", {"tenant_id": tenant_id})
+        if row is None:
+            return None
+        return TenantPlan(TenantId(row["tenant_id"]), Tier(row["tier"]), row["usage_key_id"], row["usage_key"])
+
+    def save(self, plan: TenantPlan, *, now: datetime) -> None:
+        self._fetchone("save_tenant", {**dataclasses.asdict(plan), "tier": plan.tier.value, "now": now})
 
 
 def database_url_from_secret(

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from aitasks.domain.task import Task, TenantId
+    from aitasks.domain.tenant import Tier
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,16 +144,59 @@ class TaskQueries(Protocol):
         ...
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who an API key acts for: its tenant, and the usage plan key of the tenant's tier (None until attached)."""
+
+    tenant_id: TenantId
+    usage_key: str | None
+
+
 class ApiKeyRepository(Protocol):
     """API keys, stored as SHA-256 hashes."""
 
     def add(self, *, tenant_id: TenantId, name: str, key_hash: bytes, now: datetime) -> UUID: ...
 
-    def tenant_for(self, key_hash: bytes) -> TenantId | None:
-        """The tenant owning an active (not revoked) key with this hash."""
+    def principal_for(self, key_hash: bytes) -> Principal | None:
+        """The tenant owning an active (not revoked) key with this hash, and its usage plan key."""
         ...
 
     def revoke(self, key_id: UUID, *, now: datetime) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TenantPlan:
+    """A tenant's tier and the API Gateway API key (id and value) that attaches it to the tier's usage plan."""
+
+    tenant_id: TenantId
+    tier: Tier
+    usage_key_id: str
+    usage_key: str
+
+
+class TenantRepository(Protocol):
+    def get(self, tenant_id: TenantId) -> TenantPlan | None: ...
+
+    def save(self, plan: TenantPlan, *, now: datetime) -> None: ...
+
+
+class UsageKeyNotFoundError(LookupError):
+    """API Gateway has no API key with this id."""
+
+
+class UsagePlans(Protocol):
+    """The stack's usage plans, one per tier (API Gateway)."""
+
+    def create_key(self, tenant_id: TenantId) -> tuple[str, str]:
+        """A new API Gateway API key for the tenant: its id and its value."""
+        ...
+
+    def attach(self, key_id: str, tier: Tier) -> None:
+        """Put the key in the tier's usage plan and take it out of every other tier's (idempotent).
+
+        Raises UsageKeyNotFoundError when API Gateway has no such key.
+        """
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

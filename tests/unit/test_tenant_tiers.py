@@ -1,0 +1,112 @@
+"""Tenant tiers: SetTier against the in-memory fakes, and the API Gateway adapter against moto's API Gateway."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from aitasks.adapters.memory import InMemoryTenantRepository, InMemoryUsagePlans
+from aitasks.adapters.usage_plans import ApiGatewayUsagePlans, plan_ids_from_outputs, stack_outputs
+from aitasks.application.auth import SetTier
+from aitasks.application.ports import UsageKeyNotFoundError
+from aitasks.domain.task import TenantId
+from aitasks.domain.tenant import Tier
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ACME = TenantId("acme")
+
+
+def test_a_tenant_gets_one_key_that_moves_between_tiers() -> None:
+    tenants, plans = InMemoryTenantRepository(), InMemoryUsagePlans()
+    set_tier = SetTier(tenants, plans)
+
+    first = set_tier(ACME, Tier.FREE)
+    moved = set_tier(ACME, Tier.PRO)
+
+    assert (moved.usage_key_id, moved.usage_key) == (first.usage_key_id, first.usage_key)
+    assert plans.keys == {first.usage_key_id: (first.usage_key, {Tier.PRO})}
+    assert tenants.get(ACME) == moved
+
+
+def test_a_key_api_gateway_no_longer_has_is_replaced() -> None:
+    tenants, plans = InMemoryTenantRepository(), InMemoryUsagePlans()
+    old = SetTier(tenants, plans)(ACME, Tier.STANDARD)
+    plans.keys.clear()  # a new stack, or the key was deleted
+
+    new = SetTier(tenants, plans)(ACME, Tier.STANDARD)
+
+    assert new.usage_key_id != old.usage_key_id
+    assert plans.keys == {new.usage_key_id: (new.usage_key, {Tier.STANDARD})}
+    assert tenants.get(ACME) == new
+
+
+class _FailingPlans(InMemoryUsagePlans):
+    def attach(self, key_id: str, tier: Tier) -> None:
+        raise RuntimeError("API Gateway is down")
+
+
+def test_a_failed_attach_leaves_the_tenant_row_as_it_was() -> None:
+    tenants = InMemoryTenantRepository()
+    before = SetTier(tenants, InMemoryUsagePlans())(ACME, Tier.FREE)
+
+    with pytest.raises(RuntimeError):
+        SetTier(tenants, _FailingPlans())(ACME, Tier.PRO)
+
+    assert tenants.get(ACME) == before
+
+
+@pytest.fixture
+def apigateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, dict[Tier, str]]]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("apigateway", region_name="us-east-1")
+        plan_ids = {tier: client.create_usage_plan(name=f"aitasks-{tier}")["id"] for tier in Tier}
+        yield client, plan_ids
+
+
+def _plans_holding(client: Any, plan_ids: dict[Tier, str], key_id: str) -> set[Tier]:
+    return {
+        tier
+        for tier, plan_id in plan_ids.items()
+        if any(k["id"] == key_id for k in client.get_usage_plan_keys(usagePlanId=plan_id)["items"])
+    }
+
+
+def test_api_gateway_keys_sit_in_exactly_the_tiers_plan(apigateway: tuple[Any, dict[Tier, str]]) -> None:
+    client, plan_ids = apigateway
+    plans = ApiGatewayUsagePlans("aitasks", plan_ids, client)
+
+    key_id, value = plans.create_key(ACME)
+    plans.attach(key_id, Tier.FREE)
+    plans.attach(key_id, Tier.FREE)  # again: no error, no second entry
+    assert _plans_holding(client, plan_ids, key_id) == {Tier.FREE}
+    plans.attach(key_id, Tier.PRO)
+    assert _plans_holding(client, plan_ids, key_id) == {Tier.PRO}
+
+    key = client.get_api_key(apiKey=key_id, includeValue=True)
+    assert (key["name"], key["value"], key["enabled"]) == ("aitasks-tenant-acme", value, True)
+
+
+def test_attaching_a_missing_api_gateway_key_says_so(apigateway: tuple[Any, dict[Tier, str]]) -> None:
+    client, plan_ids = apigateway
+    with pytest.raises(UsageKeyNotFoundError):
+        ApiGatewayUsagePlans("aitasks", plan_ids, client).attach("nosuchkey", Tier.FREE)
+
+
+def test_the_plans_come_from_the_stack_outputs(apigateway: tuple[Any, dict[Tier, str]]) -> None:
+    _, plan_ids = apigateway
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {f"{tier.value.capitalize()}UsagePlanId": {"Value": plan_ids[tier]} for tier in Tier},
+    }
+    import json
+
+    cfn.create_stack(StackName="aitasks", TemplateBody=json.dumps(template))
+
+    assert plan_ids_from_outputs(stack_outputs("aitasks", cfn)) == plan_ids
