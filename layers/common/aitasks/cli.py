@@ -10,6 +10,7 @@ from uuid import UUID
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from aitasks import cli_api
 from aitasks.adapters.migrate import migrate as apply_migrations
 from aitasks.adapters.postgres import (
     ConnectionProvider,
@@ -35,7 +36,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="aitasks: asy
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (talks to the database).")
 local_app = typer.Typer(no_args_is_help=True, help="The local stack (no Docker).")
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants' tiers (the database and the stack's usage plans).")
-tasks_app = typer.Typer(no_args_is_help=True, help="Operator commands on tasks (talk to the database).")
+tasks_app = typer.Typer(
+    no_args_is_help=True, help="Tasks over the REST API (create, get, list, ...); redrive talks to the database."
+)
+tasks_app.add_typer(cli_api.app)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(tenants_app, name="tenants")

@@ -1,0 +1,125 @@
+"""The REST API v1 over HTTP, for the `aitasks tasks ...` commands (httpx2, the HTTP client the openai SDK uses).
+
+Any answer of 400 or more becomes an ApiProblem (RFC 9457 when the body is one; API Gateway's own `{"message"}`
+otherwise); a request that never got an answer is ApiUnreachableError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import httpx2
+
+USER_AGENT = "aitasks-cli/0.1"
+
+
+class ApiUnreachableError(Exception):
+    """No answer: DNS, connection, TLS or timeout."""
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, title: str, detail: str | None, body: Any) -> None:
+        super().__init__(f"{title}: {detail}" if detail else title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.body = body
+
+    @classmethod
+    def of(cls, response: httpx2.Response) -> ApiProblem:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        title, detail = response.reason_phrase or f"HTTP {response.status_code}", None
+        if isinstance(body, dict):
+            title = str(body.get("title") or title)
+            detail = body.get("detail") or body.get("message")
+            errors = body.get("errors")
+            if isinstance(errors, list) and errors:  # our validation problems: [{field, message}]
+                detail = f"{detail}: " + "; ".join(f"{e.get('field')}: {e.get('message')}" for e in errors)
+        elif body:
+            detail = str(body)[:500]
+        return cls(response.status_code, title, str(detail) if detail is not None else None, body)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int | None
+    has_next: bool
+
+
+class AitasksApi:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 30,
+        transport: httpx2.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx2.Client(
+            base_url=base_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    def __enter__(self) -> AitasksApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def create(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "tasks", json=body, headers=headers)  # type: ignore[no-any-return]
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        return self._json("GET", f"tasks/{task_id}")  # type: ignore[no-any-return]
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self._json("POST", f"tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+
+    def attempts(self, task_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"tasks/{task_id}/attempts")  # type: ignore[no-any-return]
+
+    def artifacts(self, task_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"tasks/{task_id}/artifacts")  # type: ignore[no-any-return]
+
+    def list(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        types: list[str] | None = None,
+        page: int = 1,
+        page_size: int = 20,
+    ) -> Page:
+        params: dict[str, str | int] = {"page": page, "pageSize": page_size}
+        if statuses:
+            params["status"] = ",".join(statuses)
+        if types:
+            params["type"] = ",".join(types)
+        response = self._send("GET", "tasks", params=params)
+        total = response.headers.get("X-Total-Count")
+        links = response.headers.get("Link", "")
+        return Page(
+            items=response.json(),
+            total=int(total) if total and total.isdigit() else None,
+            has_next=re.search(r'rel="?next"?', links) is not None,
+        )
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx2.TransportError as exc:
+            raise ApiUnreachableError(f"{self._http.base_url}: {exc or type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise ApiProblem.of(response)
+        return response

@@ -1,0 +1,422 @@
+"""`aitasks tasks create|get|list|cancel|attempts|artifacts|watch`: the REST API over HTTP.
+
+The base URL and key come from --api-url/--api-key, then AITASKS_API_URL/AITASKS_API_KEY, then .local/api_url
+and .local/api_key (written by `make run`). Exit codes: 0 ok, 1 the API answered with a problem, 2 usage error,
+3 the API cannot be reached, 4 a waited-for task ended without succeeding, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx2
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from aitasks.adapters.api_client import AitasksApi, ApiProblem, ApiUnreachableError
+from aitasks.domain.task import TaskStatus
+from aitasks.domain.task_types import REGISTRY
+
+LOCAL_DIR = Path(".local")
+TERMINAL = {TaskStatus.SUCCEEDED, TaskStatus.DEAD_LETTER, TaskStatus.CANCELLED}
+STATUS_STYLE = {
+    "queued": "cyan",
+    "reserved": "blue",
+    "running": "bold blue",
+    "succeeded": "green",
+    "failed": "yellow",
+    "dead_letter": "bold red",
+    "cancelled": "dim",
+}
+EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TASK_FAILED = 1, 2, 3, 4
+
+# Tests set this to drive the real handlers in-process (tests/support/handler_transport.py).
+transport: httpx2.BaseTransport | None = None
+
+app = typer.Typer()
+# Piped output is not cut to 80 columns: tables keep whole ids.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ApiUrl = Annotated[
+    str | None,
+    typer.Option("--api-url", envvar="AITASKS_API_URL", show_envvar=True, help="…/api/v1; else .local/api_url"),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="AITASKS_API_KEY", show_envvar=True, help="else .local/api_key"),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON, for scripts")]
+TaskId = Annotated[str, typer.Argument(help="the task's id")]
+
+
+def _setting(value: str | None, file: str, what: str) -> str:
+    if value:
+        return value
+    saved = LOCAL_DIR / file
+    if saved.is_file():
+        return saved.read_text().strip()
+    err.print(f"error: no {what}: pass --{what.replace(' ', '-')}, set AITASKS_{what.replace(' ', '_').upper()}, "
+              "or start the local stack with `make run`")  # fmt: skip
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _api(api_url: str | None, api_key: str | None) -> AitasksApi:
+    return AitasksApi(_setting(api_url, "api_url", "api url"), _setting(api_key, "api_key", "api key"),
+                      transport=transport)  # fmt: skip
+
+
+def _fail(exc: Exception) -> NoReturn:
+    if isinstance(exc, ApiProblem):
+        detail = f": {exc.detail}" if exc.detail and exc.detail != exc.title else ""
+        err.print(Text.assemble((f"{exc.status} {exc.title}", "red"), detail))
+        raise typer.Exit(EXIT_PROBLEM) from None
+    err.print(f"error: cannot reach the API: {exc}")
+    raise typer.Exit(EXIT_UNREACHABLE) from None
+
+
+def _print_json(value: Any) -> None:
+    out.print_json(json.dumps(value))
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def _money(cost: str | None) -> str:
+    """USD without trailing zeros: `$0`, `$0.00042`; `—` when no attempt has a known price."""
+    if cost is None:
+        return "—"
+    whole, _, fraction = cost.partition(".")
+    fraction = fraction.rstrip("0")
+    return f"${whole}.{fraction}" if fraction else f"${whole}"
+
+
+def _when(timestamp: str) -> str:
+    """A compact local time: `14:03:07` today, `11-23 14:03` before."""
+    moment = datetime.fromisoformat(timestamp).astimezone()
+    today = datetime.now().astimezone().date()
+    return moment.strftime("%H:%M:%S") if moment.date() == today else moment.strftime("%m-%d %H:%M")
+
+
+def parse_at(value: str, now: datetime | None = None) -> datetime:
+    """`+90s`, `+5m`, `+2h`, `+1d` from now, or an ISO 8601 time (local time when it has no offset)."""
+    now = now or datetime.now(UTC)
+    relative = re.fullmatch(r"\+(\d+)([smhd])", value.strip())
+    if relative:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[relative.group(2)]
+        return now + timedelta(**{unit: int(relative.group(1))})
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter("use +90s, +5m, +2h, +1d or an ISO 8601 time such as 2026-12-01T09:00") from None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.astimezone().astimezone(UTC)
+
+
+def _read_context(source: str | None) -> str | None:
+    if source is None:
+        return None
+    if source == "-":
+        return sys.stdin.read()
+    path = Path(source)
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {source}", param_hint="--context")
+    return path.read_text()
+
+
+def _params(pairs: list[str], schema: Path | None) -> dict[str, Any] | None:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: use KEY=VALUE", param_hint="--param")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    if schema is not None:
+        try:
+            params["schema"] = json.loads(schema.read_text())
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"{schema}: {exc}", param_hint="--schema") from None
+    return params or None
+
+
+@app.command("create")
+def create(
+    *,
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="the instruction")],
+    type_: Annotated[str, typer.Option("--type", "-t", help=f"one of: {', '.join(REGISTRY)}")] = "chat",
+    context: Annotated[
+        str | None, typer.Option("--context", "-c", help="a file with the material, or - for stdin")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="a model name (else the stack's default)")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="a provider parameter KEY=VALUE (repeatable)")
+    ] = None,
+    schema: Annotated[Path | None, typer.Option("--schema", help="extract: a JSON Schema file for the output")] = None,
+    priority: Annotated[int, typer.Option("--priority", min=0, max=9, help="0 is the most urgent")] = 5,
+    at: Annotated[str | None, typer.Option("--at", help="run later: +90s, +5m, +2h, +1d or an ISO 8601 time")] = None,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=10)] = 3,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="retrying with it creates one task")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the task to its end and print the output")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Submit a task (202: it is queued); with --wait, follow it live and print its output."""
+    payload: dict[str, Any] = {"prompt": prompt}
+    for key, value in (("context", _read_context(context)), ("model", model), ("params", _params(param or [], schema))):
+        if value is not None:
+            payload[key] = value
+    body: dict[str, Any] = {"type": type_, "payload": payload, "priority": priority, "maxAttempts": max_attempts}
+    if at is not None:
+        body["scheduledAt"] = parse_at(at).isoformat().replace("+00:00", "Z")
+    with _api(api_url, api_key) as api:
+        try:
+            task = api.create(body, idempotency_key=idempotency_key)
+            if wait:
+                _wait(api, task, as_json)
+                return
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(task)
+        return
+    when = f" (runs at {task['scheduledAt']})" if task.get("scheduledAt") else ""
+    out.print(Text.assemble(_status(task["status"]), f" {task['id']} {task['type']}{when}"))
+
+
+def _wait(api: AitasksApi, task: dict[str, Any], as_json: bool) -> None:
+    started, delay = time.monotonic(), 0.25
+    try:
+        with err.status("", spinner="dots") as spinner:
+            while TaskStatus(task["status"]) not in TERMINAL:
+                attempt = f" · attempt {task['attemptCount']}/{task['maxAttempts']}" if task["attemptCount"] else ""
+                spinner.update(f"{task['id']} [{STATUS_STYLE.get(task['status'], '')}]{task['status']}[/]{attempt}"
+                               f" · {time.monotonic() - started:.0f} s")  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
+                task = api.get(task["id"])
+    except KeyboardInterrupt:
+        err.print(f"stopped waiting; the task goes on: aitasks tasks get {task['id']}")
+        raise typer.Exit(130) from None
+    artifacts = api.artifacts(task["id"]) if task["status"] == TaskStatus.SUCCEEDED else []
+    if as_json:
+        _print_json({"task": task, "artifacts": artifacts})
+    else:
+        elapsed = time.monotonic() - started
+        summary = (
+            f" {task['id']} in {elapsed:.1f} s · {task['tokensIn']}+{task['tokensOut']} tokens · {_money(task['cost'])}"
+        )
+        err.print(Text.assemble(_status(task["status"]), summary))
+        if task.get("lastError") and task["status"] != TaskStatus.SUCCEEDED:
+            err.print(f"last error: {task['lastError']}")
+        for artifact in artifacts:
+            _print_artifact(artifact)
+    if task["status"] != TaskStatus.SUCCEEDED:
+        raise typer.Exit(EXIT_TASK_FAILED)
+
+
+def _print_artifact(artifact: dict[str, Any]) -> None:
+    content = artifact.get("content")
+    if artifact["kind"] == "json" and content:
+        try:
+            _print_json(json.loads(content))
+        except ValueError:
+            out.print(content, markup=False)
+        else:
+            return
+    elif content is not None:
+        out.print(content, markup=False)
+    else:
+        out.print(artifact.get("uri") or "", markup=False)
+
+
+@app.command("get")
+def get(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """One task: status, attempts so far, tokens and cost."""
+    with _api(api_url, api_key) as api:
+        try:
+            task = api.get(task_id)
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(task)
+        return
+    table = Table.grid(padding=(0, 2))
+    rows: list[tuple[str, str | Text]] = [
+        ("id", task["id"]),
+        ("type", task["type"]),
+        ("status", _status(task["status"]) + (" (cancel requested)" if task["cancelRequested"] else "")),
+        ("priority", str(task["priority"])),
+        ("attempts", f"{task['attemptCount']} of {task['maxAttempts']}"),
+        ("tokens", f"{task['tokensIn']} in, {task['tokensOut']} out"),
+        ("cost", _money(task["cost"])),
+        ("created", task["createdAt"]),
+        ("updated", task["updatedAt"]),
+    ]
+    if task.get("scheduledAt"):
+        rows.append(("scheduled", task["scheduledAt"]))
+    if task.get("lastError"):
+        rows.append(("last error", task["lastError"]))
+    rows.append(("prompt", task["payload"].get("prompt", "")))
+    for name, value in rows:
+        table.add_row(Text(name, style="bold"), value)
+    out.print(table)
+
+
+def _tasks_table(tasks: list[dict[str, Any]], changed: set[str] | None = None) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column, width in (("id", 36), ("type", 9), ("status", 11), ("pri", 3), ("try", 3), ("tokens", 6),
+                          ("cost", 5), ("created", 11)):  # fmt: skip
+        right = column in {"pri", "tokens", "cost"}
+        table.add_column(column, no_wrap=True, min_width=width, justify="right" if right else "left")
+    for t in tasks:
+        table.add_row(
+            t["id"],
+            t["type"],
+            _status(t["status"]),
+            str(t["priority"]),
+            f"{t['attemptCount']}/{t['maxAttempts']}",
+            str(t["tokensIn"] + t["tokensOut"]),
+            _money(t["cost"]),
+            _when(t["createdAt"]),
+            style="reverse" if changed and t["id"] in changed else None,
+        )
+    return table
+
+
+@app.command("list")
+def list_(
+    *,
+    status: Annotated[list[TaskStatus] | None, typer.Option("--status", "-s", help="only these (repeatable)")] = None,
+    type_: Annotated[list[str] | None, typer.Option("--type", "-t", help="only these types (repeatable)")] = None,
+    page: Annotated[int, typer.Option("--page", min=1)] = 1,
+    page_size: Annotated[int, typer.Option("--page-size", min=1, max=100)] = 20,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Your tasks, newest first, a page at a time."""
+    with _api(api_url, api_key) as api:
+        try:
+            result = api.list(statuses=[s.value for s in status or []], types=type_, page=page, page_size=page_size)
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
+    if as_json:
+        _print_json({"items": result.items, "total": result.total, "page": page, "pageSize": page_size})
+        return
+    out.print(_tasks_table(result.items))
+    pages = -(-(result.total or 0) // page_size)
+    more = f"; next: --page {page + 1}" if result.has_next else ""
+    err.print(f"page {page} of {max(pages, 1)} · {result.total} task(s){more}")
+
+
+@app.command("cancel")
+def cancel(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Cancel a task: at once if it is not running, else its executor stops the run."""
+    with _api(api_url, api_key) as api:
+        try:
+            task = api.cancel(task_id)
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(task)
+    elif task["status"] == TaskStatus.CANCELLED:
+        out.print(Text.assemble(_status("cancelled"), f" {task['id']}"))
+    else:
+        out.print(Text.assemble(_status(task["status"]), f" {task['id']}: cancel requested; the run stops shortly"))
+
+
+@app.command("attempts")
+def attempts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Every attempt: model, tokens, cost, latency and error."""
+    with _api(api_url, api_key) as api:
+        try:
+            rows = api.attempts(task_id)
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("#", "status", "model", "tokens in", "tokens out", "cost", "latency", "error"):
+        table.add_column(column, no_wrap=column != "error")
+    for a in rows:
+        latency = "—" if a["latencyMs"] is None else f"{a['latencyMs']} ms"
+        error = ": ".join(x for x in (a["errorCode"], a["errorDetail"]) if x)
+        table.add_row(str(a["attemptNo"]), _status(a["status"]), a["model"] or "—", str(a["tokensIn"] or 0),
+                      str(a["tokensOut"] or 0), _money(a["cost"]), latency, error)  # fmt: skip
+    out.print(table)
+
+
+@app.command("artifacts")
+def artifacts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """The task's outputs (JSON output pretty-printed)."""
+    with _api(api_url, api_key) as api:
+        try:
+            rows = api.artifacts(task_id)
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        err.print("no output yet")
+    for artifact in rows:
+        err.print(Text(f"{artifact['kind']} · {artifact['createdAt']}", style="dim"))
+        _print_artifact(artifact)
+
+
+@app.command("watch")
+def watch(
+    task_id: Annotated[str | None, typer.Argument(help="follow one task to its end; else your recent tasks")] = None,
+    *,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="seconds between refreshes")] = 1.0,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="stop after this many seconds")] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """A live table of your recent tasks and their status changes (with --json: one change per line)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    try:
+        with _api(api_url, api_key) as api, Live(console=err, auto_refresh=False, transient=as_json) as live:
+            while True:
+                tasks = [api.get(task_id)] if task_id else api.list(page_size=20).items
+                changed = {t["id"] for t in tasks if seen.get(t["id"]) != t["status"]}
+                for t in tasks:
+                    if t["id"] in changed:
+                        _announce(t, seen.get(t["id"]), as_json, live)
+                    seen[t["id"]] = t["status"]
+                if not as_json:
+                    live.update(_tasks_table(tasks, changed if len(seen) > len(changed) else None), refresh=True)
+                done = task_id is not None and TaskStatus(tasks[0]["status"]) in TERMINAL
+                if done or (deadline is not None and time.monotonic() >= deadline):
+                    return
+                time.sleep(interval)
+    except (ApiProblem, ApiUnreachableError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _announce(task: dict[str, Any], before: str | None, as_json: bool, live: Live) -> None:
+    at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    if as_json:
+        print(json.dumps({"at": at, "id": task["id"], "from": before, "to": task["status"]}), flush=True)
+    elif before is not None:
+        live.console.print(Text.assemble(f"{at} {task['id']} ", _status(before), " → ", _status(task["status"])))

@@ -1,0 +1,190 @@
+"""`aitasks tasks ...` through the real handlers (in-process transport, in-memory fakes): output, --json shapes
+and exit codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from aitasks import cli_api
+from aitasks.cli import app
+from aitasks.domain.apikey import hash_api_key
+from aitasks.domain.task import TaskStatus, TenantId
+from tests.support.handler_transport import BASE, HandlerTransport, drain
+
+KEY = "ait_cli-test-key"
+
+
+@pytest.fixture
+def transport(fakes, monkeypatch: pytest.MonkeyPatch, tmp_path) -> HandlerTransport:
+    _, _, keys = fakes
+    keys.add(tenant_id=TenantId("acme"), name="cli", key_hash=hash_api_key(KEY), now=datetime.now(UTC))
+    handler_transport = HandlerTransport()
+    monkeypatch.setattr(cli_api, "transport", handler_transport)
+    monkeypatch.setattr(cli_api, "LOCAL_DIR", tmp_path)  # no .local fallback unless a test writes one
+    monkeypatch.setenv("AITASKS_API_URL", BASE)
+    monkeypatch.setenv("AITASKS_API_KEY", KEY)
+    return handler_transport
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(app, ["tasks", *args], input=input, catch_exceptions=False)
+
+
+def created_id(*args: str) -> str:
+    result = run("create", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["id"]
+
+
+def test_create_prints_the_queued_task_and_json_is_the_apis_body(transport, fakes) -> None:
+    tasks, queue, _ = fakes
+    text = run("create", "--prompt", "Say hi", "--priority", "2")
+    assert text.exit_code == 0, text.output
+    assert text.stdout.startswith("queued ") and text.stdout.rstrip().endswith(" chat")
+
+    body = json.loads(run("create", "--json", "-p", "Say hi", "--idempotency-key", "k1").stdout)
+    assert set(body) >= {"id", "type", "status", "priority", "payload", "attemptCount", "maxAttempts", "cost"}
+    assert (body["status"], body["priority"], body["payload"]) == ("queued", 5, {"prompt": "Say hi"})
+    again = json.loads(run("create", "--json", "-p", "Say hi", "--idempotency-key", "k1").stdout)
+    assert again["id"] == body["id"] and len(tasks.tasks) == 2 and len(queue.sent) == 2
+    posted = [r for r in transport.requests if r.method == "POST"]
+    assert posted[-1].headers["Idempotency-Key"] == "k1"
+
+
+def test_create_sends_context_from_stdin_params_schema_and_a_relative_time(transport, fakes, tmp_path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"name": {"type": "string"}}}')
+    task_id = created_id("-t", "extract", "-p", "The name", "--context", "-", "--schema", str(schema),
+                         "--param", "temperature=0.2", "--at", "+2h", "--max-attempts", "5")  # fmt: skip
+    tasks, _, _ = fakes
+    [task] = [t for t in tasks.tasks.values() if str(t.id) == task_id]
+    assert task.payload["params"] == {"temperature": 0.2, "schema": json.loads(schema.read_text())}
+    assert task.max_attempts == 5 and task.scheduled_at is not None
+    assert 7100 < (task.scheduled_at - datetime.now(UTC)).total_seconds() <= 7200
+
+
+def test_create_reads_the_context_from_stdin(transport, fakes) -> None:
+    result = run("create", "--json", "-t", "summarize", "-p", "One line", "--context", "-", input="Long text.")
+    assert json.loads(result.stdout)["payload"]["context"] == "Long text."
+
+
+def test_wait_follows_the_task_and_prints_its_output(transport, fakes) -> None:
+    _, queue, _ = fakes
+    transport.on_request = lambda request: drain(queue) if request.method == "GET" else None
+    result = run("create", "--wait", "-p", "Say hello")
+    assert result.exit_code == 0, result.output
+    assert "Say hello" in result.stdout  # the fake provider echoes the prompt
+    assert "succeeded" in result.stderr
+
+    as_json = json.loads(run("create", "--wait", "--json", "-p", "Again").stdout)
+    assert as_json["task"]["status"] == "succeeded" and as_json["artifacts"][0]["kind"] == "text"
+
+
+def test_wait_exits_4_when_the_task_dead_letters(transport, fakes) -> None:
+    _, queue, _ = fakes
+    transport.on_request = lambda request: drain(queue) if request.method == "GET" else None
+    result = run("create", "--wait", "-p", "Fail", "--max-attempts", "1", "--param",
+                 'fake={"failAttempts": 1, "error": "bad_request"}')  # fmt: skip
+    assert result.exit_code == cli_api.EXIT_TASK_FAILED, result.output
+    assert "dead_letter" in result.stderr and "last error" in result.stderr
+
+
+def test_get_list_attempts_artifacts_and_cancel(transport, fakes) -> None:
+    _, queue, _ = fakes
+    done, later = created_id("-p", "Now"), created_id("-p", "Later", "--at", "+1d")
+    drain(queue)
+
+    shown = run("get", done)
+    assert shown.exit_code == 0 and "succeeded" in shown.stdout and "1 of 3" in shown.stdout
+    assert json.loads(run("get", done, "--json").stdout)["id"] == done
+
+    listed = run("list", "--page-size", "1")
+    assert done not in listed.stdout and later in listed.stdout  # newest first
+    assert "page 1 of 2 · 2 task(s); next: --page 2" in listed.stderr
+    page = json.loads(run("list", "--json", "--status", "succeeded").stdout)
+    assert ([t["id"] for t in page["items"]], page["total"], page["page"]) == ([done], 1, 1)
+
+    [attempt] = json.loads(run("attempts", done, "--json").stdout)
+    assert (attempt["attemptNo"], attempt["status"]) == (1, "succeeded")
+    assert "succeeded" in run("attempts", done).stdout
+    [artifact] = json.loads(run("artifacts", done, "--json").stdout)
+    assert "Now" in artifact["content"] and "Now" in run("artifacts", done).stdout
+
+    cancelled = run("cancel", later)
+    assert cancelled.exit_code == 0 and cancelled.stdout.startswith("cancelled ")
+    assert json.loads(run("cancel", later, "--json").stdout)["status"] == TaskStatus.CANCELLED
+
+
+def test_a_problem_is_rendered_as_text_with_exit_1(transport, fakes) -> None:
+    _, queue, _ = fakes
+    done = created_id("-p", "Now")
+    drain(queue)
+
+    conflict = run("cancel", done)
+    assert conflict.exit_code == 1
+    assert conflict.stderr.strip() == "409 Conflict: the task is succeeded; it cannot become cancelled"
+    missing = run("get", "00000000-0000-0000-0000-000000000000")
+    assert (missing.exit_code, missing.stderr.strip()) == (
+        1,
+        "404 Not Found: no task 00000000-0000-0000-0000-000000000000",
+    )
+    invalid = run("create", "-t", "summarize", "-p", "Sum")
+    assert invalid.exit_code == 1 and "422 Unprocessable Entity" in invalid.stderr
+    assert "payload.context" in invalid.stderr and "Traceback" not in invalid.output
+    denied = run("list", "--api-key", "ait_wrong")
+    assert (denied.exit_code, denied.stderr.strip()) == (1, "401 Unauthorized")
+
+
+def test_usage_errors_exit_2(transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("create").exit_code == 2  # no --prompt
+    assert run("create", "-p", "x", "--at", "tomorrow").exit_code == 2
+    assert run("create", "-p", "x", "--priority", "12").exit_code == 2
+    assert run("create", "-p", "x", "--param", "novalue").exit_code == 2
+    assert run("list", "--status", "sleeping").exit_code == 2
+    monkeypatch.delenv("AITASKS_API_URL")
+    nowhere = run("list")
+    assert nowhere.exit_code == 2 and "no api url" in nowhere.stderr
+
+
+def test_the_local_files_are_the_last_fallback(transport, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv("AITASKS_API_URL")
+    monkeypatch.delenv("AITASKS_API_KEY")
+    (tmp_path / "api_url").write_text(BASE + "\n")
+    (tmp_path / "api_key").write_text(KEY + "\n")
+    assert run("list", "--json").exit_code == 0
+    assert transport.requests[-1].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_watch_one_task_reports_each_change_until_it_ends(transport, fakes) -> None:
+    _, queue, _ = fakes
+    task_id = created_id("-p", "Watch")
+    transport.on_request = lambda request: drain(queue) if len(transport.requests) > 3 else None
+    result = run("watch", task_id, "--json", "--interval", "0.2")
+    assert result.exit_code == 0, result.output
+    changes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(c["from"], c["to"]) for c in changes] == [(None, "queued"), ("queued", "succeeded")]
+    assert {c["id"] for c in changes} == {task_id}
+
+
+def test_watch_the_recent_tasks_until_the_timeout(transport, fakes) -> None:
+    first, second = created_id("-p", "One"), created_id("-p", "Two")
+    result = run("watch", "--timeout", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert {json.loads(line)["id"] for line in result.stdout.splitlines()} == {first, second}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+90s", datetime(2026, 11, 24, 12, 1, 30, tzinfo=UTC)),
+        ("+5m", datetime(2026, 11, 24, 12, 5, tzinfo=UTC)),
+        ("+1d", datetime(2026, 11, 25, 12, 0, tzinfo=UTC)),
+        ("2026-12-01T09:00:00+01:00", datetime(2026, 12, 1, 8, 0, tzinfo=UTC)),
+    ],
+)
+def test_times_for_at(text: str, expected: datetime) -> None:
+    assert cli_api.parse_at(text, now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC)) == expected
