@@ -51,3 +51,26 @@ def test_a_scheduled_task_is_cancelled_and_problems_and_outages_have_their_exit_
     assert aitasks(stack, "list", key="ait_not-a-key").returncode == 1
     down = aitasks(stack, "list", url="http://127.0.0.1:9/api/v1")
     assert down.returncode == 3 and "cannot reach the API" in down.stderr
+
+
+def test_the_demo_brings_every_kind_of_task_to_its_end(stack: Stack) -> None:
+    env = {**os.environ, "AITASKS_API_URL": stack.url, "AITASKS_API_KEY": stack.key}
+    demo = subprocess.run(
+        [str(Path(sys.executable).with_name("aitasks")), "demo", "--timeout", "120"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    expected = {
+        "chat": ("succeeded", "1/3"),
+        "summarize": ("succeeded", "1/3"),
+        "extract → JSON": ("succeeded", "1/3"),
+        "priority 0": ("succeeded", "1/3"),
+        "scheduled in 20 s": ("succeeded", "1/3"),
+        "fails once, retried": ("succeeded", "2/3"),
+        "fails for good": ("dead_letter", "1/2"),
+        "cancelled": ("cancelled", "0/3"),
+    }
+    last_table = demo.stdout.split("aitasks demo ·")[-1]
+    for what, (status, tries) in expected.items():
+        [line] = [line for line in last_table.splitlines() if line.startswith(what + " ")]
+        assert f" {status} " in line and f" {tries} " in line, line

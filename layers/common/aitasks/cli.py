@@ -43,6 +43,7 @@ tasks_app.add_typer(cli_api.app)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(tenants_app, name="tenants")
+app.command("demo")(cli_api.demo)
 app.add_typer(local_app, name="local")
 
 DatabaseUrl = Annotated[

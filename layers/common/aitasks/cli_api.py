@@ -420,3 +420,76 @@ def _announce(task: dict[str, Any], before: str | None, as_json: bool, live: Liv
         print(json.dumps({"at": at, "id": task["id"], "from": before, "to": task["status"]}), flush=True)
     elif before is not None:
         live.console.print(Text.assemble(f"{at} {task['id']} ", _status(before), " → ", _status(task["status"])))
+
+
+DEMO_TEXT = (
+    "aitasks runs AI work asynchronously on AWS: a REST API stores each task in PostgreSQL, SQS wakes an executor "
+    "Lambda that calls the model, failed attempts are retried with backoff, and every attempt's model, tokens, "
+    "cost and latency are recorded."
+)
+DEMO_SCHEMA = {
+    "type": "object",
+    "properties": {"service": {"type": "string"}, "queue": {"type": "string"}},
+    "required": ["service"],
+}
+FAIL_ONCE = {"fake": {"failAttempts": 1, "error": "server_error"}}
+FAIL_FOR_GOOD = {"fake": {"failAttempts": 5, "error": "bad_request"}}
+
+
+def demo(
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=10, help="give up after this many seconds")] = 180,
+) -> None:
+    """Submit a few tasks of every kind to the local stack and show them reach their final states."""
+    now = datetime.now(UTC)
+    plan: list[tuple[str, dict[str, Any]]] = [
+        ("chat", {"type": "chat", "payload": {"prompt": "Say hello in French"}}),
+        ("summarize", {"type": "summarize", "payload": {"prompt": "Summarise in one line", "context": DEMO_TEXT}}),
+        ("extract → JSON", {"type": "extract", "payload": {"prompt": "Which service and which queue?",
+                                                          "context": DEMO_TEXT, "params": {"schema": DEMO_SCHEMA}}}),
+        ("priority 0", {"type": "chat", "priority": 0, "payload": {"prompt": "Urgent: reply with OK"}}),
+        ("scheduled in 20 s", {"type": "chat", "scheduledAt": (now + timedelta(seconds=20)).isoformat(),
+                               "payload": {"prompt": "This one waited its turn"}}),
+        ("fails once, retried", {"type": "chat", "payload": {"prompt": "Second time lucky", "params": FAIL_ONCE}}),
+        ("fails for good", {"type": "chat", "maxAttempts": 2,
+                            "payload": {"prompt": "A request the model refuses", "params": FAIL_FOR_GOOD}}),
+        ("cancelled", {"type": "chat", "scheduledAt": (now + timedelta(hours=1)).isoformat(),
+                       "payload": {"prompt": "Never mind"}}),
+    ]  # fmt: skip
+    with _api(api_url, api_key) as api:
+        try:
+            tasks = [(what, api.create(body)) for what, body in plan]
+            what, to_cancel = tasks[-1]
+            tasks[-1] = (what, api.cancel(to_cancel["id"]))
+            _follow(api, tasks, time.monotonic() + timeout)
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
+    err.print("details: aitasks tasks attempts <id> · aitasks tasks artifacts <id> · aitasks tasks list")
+
+
+def _follow(api: AitasksApi, tasks: list[tuple[str, dict[str, Any]]], deadline: float) -> None:
+    started = time.monotonic()
+    outputs: dict[str, str] = {}
+    with Live(console=out, auto_refresh=False) as live:
+        while True:
+            tasks = [(what, t if TaskStatus(t["status"]) in TERMINAL else api.get(t["id"])) for what, t in tasks]
+            for _, t in tasks:
+                if t["status"] == TaskStatus.SUCCEEDED and t["id"] not in outputs:
+                    contents = [a.get("content") or "" for a in api.artifacts(t["id"])]
+                    outputs[t["id"]] = " ".join(" ".join(contents).split())
+            live.update(_demo_table(tasks, outputs, time.monotonic() - started), refresh=True)
+            if all(TaskStatus(t["status"]) in TERMINAL for _, t in tasks) or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+
+
+def _demo_table(tasks: list[tuple[str, dict[str, Any]]], outputs: dict[str, str], elapsed: float) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", title=f"aitasks demo · {elapsed:.0f} s",
+                  title_justify="left")  # fmt: skip
+    for column in ("task", "id", "status", "try", "output / last error"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=60 if column.startswith("out") else None)
+    for what, t in tasks:
+        detail = outputs.get(t["id"]) or t.get("lastError") or ""
+        table.add_row(what, t["id"], _status(t["status"]), f"{t['attemptCount']}/{t['maxAttempts']}", detail)
+    return table
