@@ -22,6 +22,10 @@ def load(name: str) -> dict:
         ("create_task", "create_task.json", 202),
         ("query_tasks", "query_tasks_get.json", 404),  # no such task in the empty fake
         ("query_tasks", "query_tasks_health.json", 200),
+        ("query_tasks", "query_tasks_list.json", 200),
+        ("query_tasks", "query_tasks_attempts.json", 404),
+        ("query_tasks", "query_tasks_artifacts.json", 404),
+        ("query_tasks", "query_tasks_openapi.json", 200),
         ("cancel_task", "cancel_task.json", 404),  # no such task in the empty fake
         ("cancel_task", "cancel_task_retry.json", 404),
     ],
