@@ -43,9 +43,9 @@ def set_tier(tier: str) -> subprocess.CompletedProcess[str]:
 def test_the_local_tenant_moves_between_the_deployed_usage_plans(stack: Stack) -> None:
     provider = ConnectionProvider(lambda: (LOCAL / "database_url").read_text().strip())
     tenants = PostgresTenantRepository(provider)
+    start = tenants.get(TENANT)
+    assert start is not None  # `local up` attached it
     try:
-        start = tenants.get(TENANT)
-        assert start is not None  # `local up` attached it
         assert tiers_holding(start.usage_key_id) == {start.tier}
 
         moved = set_tier("pro")
@@ -54,6 +54,6 @@ def test_the_local_tenant_moves_between_the_deployed_usage_plans(stack: Stack) -
         assert tenants.get(TENANT) == TenantPlan(TENANT, Tier.PRO, start.usage_key_id, start.usage_key)
         assert requests.get(f"{stack.url}/tasks", headers=stack.headers(), timeout=10).status_code == 200
     finally:
-        back = set_tier(start.tier.value if start else "standard")
+        back = set_tier(start.tier.value)
         provider.close()
     assert back.returncode == 0, back.stderr

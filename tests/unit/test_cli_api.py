@@ -188,3 +188,31 @@ def test_watch_the_recent_tasks_until_the_timeout(transport, fakes) -> None:
 )
 def test_times_for_at(text: str, expected: datetime) -> None:
     assert cli_api.parse_at(text, now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC)) == expected
+
+
+def test_task_data_is_printed_as_it_is_not_as_markup(transport, fakes) -> None:
+    _, queue, _ = fakes
+    prompt = "Fill in [name], keep [/docs] and :thumbs_up: as they are"
+    task_id = created_id("-p", prompt)
+    drain(queue)
+    shown = run("get", task_id)
+    assert shown.exit_code == 0 and prompt in shown.stdout
+    assert prompt in run("artifacts", task_id).stdout
+
+
+def test_watch_json_goes_to_stdout_even_when_stderr_is_a_terminal(transport, fakes, monkeypatch) -> None:
+    from rich.console import Console
+
+    monkeypatch.setattr(cli_api, "err", Console(stderr=True, force_terminal=True, markup=False))
+    _, queue, _ = fakes
+    task_id = created_id("-p", "Watch")
+    drain(queue)
+    result = run("watch", task_id, "--json")
+    assert [json.loads(line)["to"] for line in result.stdout.splitlines()] == ["succeeded"]
+
+
+def test_bad_ids_and_urls_are_usage_errors(transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("get", "../openapi.json").exit_code == 2
+    monkeypatch.setenv("AITASKS_API_URL", "localhost:4566/api/v1")
+    bad = run("list")
+    assert bad.exit_code == 2 and "http://" in bad.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -105,8 +106,6 @@ def test_the_plans_come_from_the_stack_outputs(apigateway: tuple[Any, dict[Tier,
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {f"{tier.value.capitalize()}UsagePlanId": {"Value": plan_ids[tier]} for tier in Tier},
     }
-    import json
-
     cfn.create_stack(StackName="aitasks", TemplateBody=json.dumps(template))
 
     assert plan_ids_from_outputs(stack_outputs("aitasks", cfn)) == plan_ids

@@ -7,6 +7,7 @@ and .local/api_key (written by `make run`). Exit codes: 0 ok, 1 the API answered
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -14,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from uuid import UUID
 
 import httpx2
 import typer
@@ -23,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aitasks.adapters.api_client import AitasksApi, ApiProblem, ApiUnreachableError
-from aitasks.domain.task import TaskStatus
+from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
 LOCAL_DIR = Path(".local")
@@ -44,8 +46,9 @@ transport: httpx2.BaseTransport | None = None
 
 app = typer.Typer()
 # Piped output is not cut to 80 columns: tables keep whole ids.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Task data is shown as it is: no rich markup or emoji codes in prompts, errors or outputs.
+out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 ApiUrl = Annotated[
     str | None,
@@ -56,7 +59,7 @@ ApiKey = Annotated[
     typer.Option("--api-key", envvar="AITASKS_API_KEY", show_envvar=True, help="else .local/api_key"),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON, for scripts")]
-TaskId = Annotated[str, typer.Argument(help="the task's id")]
+TaskId = Annotated[UUID, typer.Argument(help="the task's id")]
 
 
 def _setting(value: str | None, file: str, what: str) -> str:
@@ -71,8 +74,11 @@ def _setting(value: str | None, file: str, what: str) -> str:
 
 
 def _api(api_url: str | None, api_key: str | None) -> AitasksApi:
-    return AitasksApi(_setting(api_url, "api_url", "api url"), _setting(api_key, "api_key", "api key"),
-                      transport=transport)  # fmt: skip
+    url = _setting(api_url, "api_url", "api url")
+    if not url.startswith(("http://", "https://")):
+        err.print(f"error: the API URL must start with http:// or https://, not {url!r}")
+        raise typer.Exit(EXIT_USAGE)
+    return AitasksApi(url, _setting(api_key, "api_key", "api key"), transport=transport)
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -164,9 +170,11 @@ def create(
         list[str] | None, typer.Option("--param", help="a provider parameter KEY=VALUE (repeatable)")
     ] = None,
     schema: Annotated[Path | None, typer.Option("--schema", help="extract: a JSON Schema file for the output")] = None,
-    priority: Annotated[int, typer.Option("--priority", min=0, max=9, help="0 is the most urgent")] = 5,
+    priority: Annotated[int, typer.Option("--priority", min=0, max=9, help="0 is the most urgent")] = DEFAULT_PRIORITY,
     at: Annotated[str | None, typer.Option("--at", help="run later: +90s, +5m, +2h, +1d or an ISO 8601 time")] = None,
-    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=10)] = 3,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", min=1, max=MAX_ATTEMPTS_CEILING)
+    ] = DEFAULT_MAX_ATTEMPTS,
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="retrying with it creates one task")
     ] = None,
@@ -204,8 +212,8 @@ def _wait(api: AitasksApi, task: dict[str, Any], as_json: bool) -> None:
         with err.status("", spinner="dots") as spinner:
             while TaskStatus(task["status"]) not in TERMINAL:
                 attempt = f" · attempt {task['attemptCount']}/{task['maxAttempts']}" if task["attemptCount"] else ""
-                spinner.update(f"{task['id']} [{STATUS_STYLE.get(task['status'], '')}]{task['status']}[/]{attempt}"
-                               f" · {time.monotonic() - started:.0f} s")  # fmt: skip
+                waited = f" · {time.monotonic() - started:.0f} s"
+                spinner.update(Text.assemble(f"{task['id']} ", _status(task["status"]), attempt, waited))
                 time.sleep(delay)
                 delay = min(delay * 1.5, 2.0)
                 task = api.get(task["id"])
@@ -235,13 +243,13 @@ def _print_artifact(artifact: dict[str, Any]) -> None:
         try:
             _print_json(json.loads(content))
         except ValueError:
-            out.print(content, markup=False)
+            out.print(content)
         else:
             return
     elif content is not None:
-        out.print(content, markup=False)
+        out.print(content)
     else:
-        out.print(artifact.get("uri") or "", markup=False)
+        out.print(artifact.get("uri") or "")
 
 
 @app.command("get")
@@ -249,7 +257,7 @@ def get(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json
     """One task: status, attempts so far, tokens and cost."""
     with _api(api_url, api_key) as api:
         try:
-            task = api.get(task_id)
+            task = api.get(str(task_id))
         except (ApiProblem, ApiUnreachableError) as exc:
             _fail(exc)
     if as_json:
@@ -329,7 +337,7 @@ def cancel(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_j
     """Cancel a task: at once if it is not running, else its executor stops the run."""
     with _api(api_url, api_key) as api:
         try:
-            task = api.cancel(task_id)
+            task = api.cancel(str(task_id))
         except (ApiProblem, ApiUnreachableError) as exc:
             _fail(exc)
     if as_json:
@@ -345,7 +353,7 @@ def attempts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as
     """Every attempt: model, tokens, cost, latency and error."""
     with _api(api_url, api_key) as api:
         try:
-            rows = api.attempts(task_id)
+            rows = api.attempts(str(task_id))
         except (ApiProblem, ApiUnreachableError) as exc:
             _fail(exc)
     if as_json:
@@ -367,7 +375,7 @@ def artifacts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, a
     """The task's outputs (JSON output pretty-printed)."""
     with _api(api_url, api_key) as api:
         try:
-            rows = api.artifacts(task_id)
+            rows = api.artifacts(str(task_id))
         except (ApiProblem, ApiUnreachableError) as exc:
             _fail(exc)
     if as_json:
@@ -382,7 +390,7 @@ def artifacts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, a
 
 @app.command("watch")
 def watch(
-    task_id: Annotated[str | None, typer.Argument(help="follow one task to its end; else your recent tasks")] = None,
+    task_id: Annotated[UUID | None, typer.Argument(help="follow one task to its end; else your recent tasks")] = None,
     *,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="seconds between refreshes")] = 1.0,
     timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="stop after this many seconds")] = None,
@@ -394,15 +402,17 @@ def watch(
     deadline = None if timeout is None else time.monotonic() + timeout
     seen: dict[str, str] = {}
     try:
-        with _api(api_url, api_key) as api, Live(console=err, auto_refresh=False, transient=as_json) as live:
+        # With --json no live table: Live would also capture stdout, where the change lines go.
+        live = contextlib.nullcontext() if as_json else Live(console=err, auto_refresh=False)
+        with _api(api_url, api_key) as api, live:
             while True:
-                tasks = [api.get(task_id)] if task_id else api.list(page_size=20).items
+                tasks = [api.get(str(task_id))] if task_id else api.list(page_size=20).items
                 changed = {t["id"] for t in tasks if seen.get(t["id"]) != t["status"]}
                 for t in tasks:
                     if t["id"] in changed:
-                        _announce(t, seen.get(t["id"]), as_json, live)
+                        _announce(t, seen.get(t["id"]), as_json)
                     seen[t["id"]] = t["status"]
-                if not as_json:
+                if isinstance(live, Live):
                     live.update(_tasks_table(tasks, changed if len(seen) > len(changed) else None), refresh=True)
                 done = task_id is not None and TaskStatus(tasks[0]["status"]) in TERMINAL
                 if done or (deadline is not None and time.monotonic() >= deadline):
@@ -414,12 +424,12 @@ def watch(
         raise typer.Exit(130) from None
 
 
-def _announce(task: dict[str, Any], before: str | None, as_json: bool, live: Live) -> None:
+def _announce(task: dict[str, Any], before: str | None, as_json: bool) -> None:
     at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     if as_json:
         print(json.dumps({"at": at, "id": task["id"], "from": before, "to": task["status"]}), flush=True)
     elif before is not None:
-        live.console.print(Text.assemble(f"{at} {task['id']} ", _status(before), " → ", _status(task["status"])))
+        err.print(Text.assemble(f"{at} {task['id']} ", _status(before), " → ", _status(task["status"])))
 
 
 DEMO_TEXT = (
@@ -462,13 +472,17 @@ def demo(
             tasks = [(what, api.create(body)) for what, body in plan]
             what, to_cancel = tasks[-1]
             tasks[-1] = (what, api.cancel(to_cancel["id"]))
-            _follow(api, tasks, time.monotonic() + timeout)
+            finished = _follow(api, tasks, time.monotonic() + timeout)
         except (ApiProblem, ApiUnreachableError) as exc:
             _fail(exc)
     err.print("details: aitasks tasks attempts <id> · aitasks tasks artifacts <id> · aitasks tasks list")
+    if not finished:
+        err.print(f"error: not every task reached its end within {timeout:.0f} s")
+        raise typer.Exit(EXIT_TASK_FAILED)
 
 
-def _follow(api: AitasksApi, tasks: list[tuple[str, dict[str, Any]]], deadline: float) -> None:
+def _follow(api: AitasksApi, tasks: list[tuple[str, dict[str, Any]]], deadline: float) -> bool:
+    """Refresh the table until every task has ended (True) or the deadline passes (False)."""
     started = time.monotonic()
     outputs: dict[str, str] = {}
     with Live(console=out, auto_refresh=False) as live:
@@ -479,8 +493,10 @@ def _follow(api: AitasksApi, tasks: list[tuple[str, dict[str, Any]]], deadline: 
                     contents = [a.get("content") or "" for a in api.artifacts(t["id"])]
                     outputs[t["id"]] = " ".join(" ".join(contents).split())
             live.update(_demo_table(tasks, outputs, time.monotonic() - started), refresh=True)
-            if all(TaskStatus(t["status"]) in TERMINAL for _, t in tasks) or time.monotonic() > deadline:
-                return
+            if all(TaskStatus(t["status"]) in TERMINAL for _, t in tasks):
+                return True
+            if time.monotonic() > deadline:
+                return False
             time.sleep(0.5)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from aitasks.application.ports import UsageKeyNotFoundError
+from aitasks.application.ports import UsageKeyNotFoundError, UsagePlanConflictError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -45,9 +45,12 @@ class ApiGatewayUsagePlans:
         for other, plan_id in self._plan_ids.items():
             if other != tier and self._holds(plan_id, key_id):
                 self._client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
-        if not self._holds(self._plan_ids[tier], key_id):
-            with contextlib.suppress(self._client.exceptions.ConflictException):  # a concurrent attach won
-                self._client.create_usage_plan_key(usagePlanId=self._plan_ids[tier], keyId=key_id, keyType="API_KEY")
+        plan_id = self._plan_ids[tier]
+        if not self._holds(plan_id, key_id):
+            with contextlib.suppress(self._client.exceptions.ConflictException):  # a concurrent attach, maybe
+                self._client.create_usage_plan_key(usagePlanId=plan_id, keyId=key_id, keyType="API_KEY")
+            if not self._holds(plan_id, key_id):  # the conflict was another plan of the stage holding it
+                raise UsagePlanConflictError(f"key {key_id} went into another tier's plan meanwhile; run it again")
 
     def _holds(self, plan_id: str, key_id: str) -> bool:
         try:

@@ -67,14 +67,3 @@ class SetTier:
         plan = TenantPlan(tenant_id=tenant_id, tier=tier, usage_key_id=key_id, usage_key=key)
         self.tenants.save(plan, now=self.clock())
         return plan
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EnsureTier:
-    """A tenant keeps its tier; a tenant without one is attached to `tier` (what creating its first key does)."""
-
-    tenants: TenantRepository
-    set_tier: SetTier
-
-    def __call__(self, tenant_id: TenantId, tier: Tier) -> TenantPlan:
-        return self.tenants.get(tenant_id) or self.set_tier(tenant_id, tier)

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aitasks.domain.errors import AitasksError
 from aitasks.domain.task import TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
@@ -180,8 +181,12 @@ class TenantRepository(Protocol):
     def save(self, plan: TenantPlan, *, now: datetime) -> None: ...
 
 
-class UsageKeyNotFoundError(LookupError):
+class UsageKeyNotFoundError(AitasksError, LookupError):
     """API Gateway has no API key with this id."""
+
+
+class UsagePlanConflictError(AitasksError):
+    """The key could not be put in the tier's plan: it is in another plan of the stage (a concurrent change)."""
 
 
 class UsagePlans(Protocol):
