@@ -39,13 +39,29 @@ def _read() -> Stack:
     return Stack((LOCAL / "api_url").read_text().strip(), (LOCAL / "api_key").read_text().strip())
 
 
+def _wait_healthy(stack: Stack, timeout_s: float = 60) -> None:
+    """A running stack answers /health (a loaded machine may take a while to answer the first time)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{stack.url}/health", timeout=10).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"the local stack on port 4566 does not answer {stack.url}/health")
+        time.sleep(1)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    if port_taken(4566) and (LOCAL / "api_url").is_file():
+    if port_taken(4566):
+        if not (LOCAL / "api_url").is_file():
+            pytest.fail("port 4566 is taken by something that is not this checkout's local stack")
         running = _read()
-        if requests.get(f"{running.url}/health", timeout=10).ok:
-            yield running
-            return
+        _wait_healthy(running)
+        yield running
+        return
     (LOCAL / "api_url").unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     log = (LOCAL.mkdir(exist_ok=True) or LOCAL / "e2e-stack.out").open("wb")
