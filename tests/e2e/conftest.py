@@ -1,6 +1,7 @@
 """End-to-end: the whole local stack (`aitasks local up`, as `make run` starts it), driven over HTTP.
 
-If a stack is already up (port 4566 answers and .local/api_url is there) the tests use it and leave it running.
+If a stack is already up (its port answers and .local/api_url is there) the tests use it and leave it running. The
+port is AITASKS_LOCAL_PORT's (default 4566); `aitasks local up` reads the same variable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).parents[2]
 LOCAL = ROOT / ".local"
+PORT = int(os.environ.get("AITASKS_LOCAL_PORT", "4566"))
+ENDPOINT = f"http://127.0.0.1:{PORT}"
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def _read() -> Stack:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    if port_taken(4566) and (LOCAL / "api_url").is_file():
+    if port_taken(PORT) and (LOCAL / "api_url").is_file():
         running = _read()
         if requests.get(f"{running.url}/health", timeout=10).ok:
             yield running

@@ -163,7 +163,7 @@ def tenants_set_tier(
 
 @local_app.command("up")
 def local_up(
-    port: Annotated[int, typer.Option(help="MiniStack's port")] = 4566,
+    port: Annotated[int, typer.Option(help="MiniStack's port", envvar="AITASKS_LOCAL_PORT")] = 4566,
 ) -> None:
     """Start embedded PostgreSQL (or use DATABASE_URL) and MiniStack, deploy template.yaml, stay in the foreground."""
     from aitasks import local_stack
