@@ -238,7 +238,7 @@ def prune(
     )
 
 
-API_FUNCTIONS = ("create_task", "query_tasks", "cancel_task")
+API_FUNCTIONS = ("create_task", "query_tasks", "cancel_task", "dashboard")
 OPENAPI_COPIES = (Path("docs/openapi.json"), Path("layers/common/aitasks/http/openapi.json"))
 
 
