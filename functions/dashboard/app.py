@@ -12,12 +12,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aitasks import bootstrap
-from aitasks.http import problems
+from aitasks.http import problems, web
 from aitasks.http.context import tenant
 from aitasks.http.middleware import require_json
 from aitasks.http.models import TicketView
 from aitasks.http.openapi import responses
-from aitasks.http.web import read_file, security_headers
 
 logger = Logger()
 tracer = Tracer()
@@ -27,22 +26,21 @@ problems.install(app)
 STATIC = Path(__file__).parent / "static"
 
 
-def _file(name: str) -> Response[str]:
-    found = read_file(STATIC, name)
+def _file(found: tuple[str, str] | None) -> Response[str]:
     if found is None:
         return problems.problem(app, HTTPStatus.NOT_FOUND, "not-found", "no such file")
     content_type, text = found
-    return Response(200, content_type, text, security_headers(bootstrap.websocket_url()))
+    return Response(200, content_type, text, web.security_headers(bootstrap.websocket_url()))
 
 
 @app.get("/", include_in_schema=False)
 def page() -> Response[str]:
-    return _file("index.html")
+    return _file(web.page(STATIC))
 
 
 @app.get("/assets/<name>", include_in_schema=False)
 def asset(name: str) -> Response[str]:
-    return _file(name)
+    return _file(web.asset(STATIC, name))
 
 
 @app.post(

@@ -290,3 +290,32 @@ def test_sqs_consumers_read_only_their_own_queue(template: dict[str, Any]) -> No
         assert [s["Resource"] for s in receive] == [queue], name
         managed = template["Resources"][role]["Properties"]["ManagedPolicyArns"]
         assert not any("SQS" in str(arn) for arn in managed), name
+
+
+def test_live_updates_a_ticketed_websocket_and_a_notifier_on_the_bus(template: dict[str, Any]) -> None:
+    api = resources(template, "AWS::ApiGatewayV2::Api")["WebSocketApi"]
+    assert api["ProtocolType"] == "WEBSOCKET"
+    routes = {r["RouteKey"]: r for r in resources(template, "AWS::ApiGatewayV2::Route").values()}
+    assert set(routes) == {"$connect", "$disconnect", "$default"}
+    assert routes["$connect"]["AuthorizationType"] == "CUSTOM"
+    assert routes["$connect"]["AuthorizerId"] == {"Ref": "WebSocketAuthorizer"}
+    authorizer = resources(template, "AWS::ApiGatewayV2::Authorizer")["WebSocketAuthorizer"]
+    # The browser's ticket, never its key, travels in the URL (docs/decisions.md).
+    assert (authorizer["AuthorizerType"], authorizer["IdentitySource"]) == (
+        "REQUEST",
+        ["route.request.querystring.ticket"],
+    )
+    [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
+    assert stage["AutoDeploy"] is True and stage["StageName"] == "v1"
+    notifier = resources(template, "AWS::Serverless::Function")["NotifierFunction"]
+    [rule] = notifier["Events"].values()
+    assert rule["Type"] == "EventBridgeRule"
+    assert rule["Properties"]["EventBusName"] == {"Ref": "EventBus"}
+    assert rule["Properties"]["Pattern"] == {"source": ["aitasks"]}
+    [push] = [s for owner, s in _statements(template) if s.get("Action") == "execute-api:ManageConnections"]
+    assert "${WebSocketApi}/v1/POST/@connections/*" in push["Resource"]["Sub"]
+    permissions = resources(template, "AWS::Lambda::Permission")
+    assert {p["FunctionName"]["Ref"] for p in permissions.values()} == {
+        "WebSocketFunction",
+        "WebSocketAuthorizerFunction",
+    }

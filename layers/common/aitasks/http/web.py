@@ -50,11 +50,18 @@ def security_headers(websocket_url: str) -> dict[str, str]:
     }
 
 
+def page(folder: Path) -> tuple[str, str] | None:
+    """(content type, text) of the page, index.html in `folder`."""
+    return _read(folder, "index.html")
+
+
+def asset(folder: Path, name: str) -> tuple[str, str] | None:
+    """(content type, text) of a script, style sheet or image in `folder`; None for any other name."""
+    return _read(folder, name) if ASSET_NAME.match(name) else None
+
+
 @functools.cache
-def read_file(folder: Path, name: str) -> tuple[str, str] | None:
-    """(content type, text) of the page or an asset in `folder`; None for any other name."""
-    if name != "index.html" and not ASSET_NAME.match(name):
-        return None
+def _read(folder: Path, name: str) -> tuple[str, str] | None:
     path = folder / name
     if not path.is_file():
         return None
