@@ -466,10 +466,14 @@ function init() {
     event.preventDefault();
     const key = $("api-key").value.trim();
     if (!key) return;
+    const button = event.target.querySelector("button[type=submit]");
+    button.disabled = true;
     try {
       await signIn(key);
     } catch (error) {
       showProblem($("login-problem"), error);
+    } finally {
+      button.disabled = false;
     }
   });
   $("sign-out").addEventListener("click", () => signOut(null));
