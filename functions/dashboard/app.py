@@ -35,6 +35,10 @@ def _file(found: tuple[str, str] | None) -> Response[str]:
 
 @app.get("/", include_in_schema=False)
 def page() -> Response[str]:
+    # The page's links are relative to .../v1/: called as .../v1, it sends the browser to .../v1/ first.
+    location = web.slash_redirect(app.current_event.request_context.path)
+    if location:
+        return Response(308, "text/plain", "", {"Location": location})
     return _file(web.page(STATIC))
 
 

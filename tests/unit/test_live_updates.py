@@ -210,3 +210,11 @@ def test_only_the_dashboards_own_files_are_served(fakes, lambda_context, name: s
     reply = page(f"/assets/{name}", lambda_context)
     assert reply["statusCode"] == 404
     assert json.loads(reply["body"])["type"].endswith("/not-found")
+
+
+def test_the_page_called_without_its_trailing_slash_redirects_to_it(fakes, lambda_context) -> None:
+    event = rest_event("GET", "/", tenant=None)
+    event["requestContext"]["path"] = "/v1"  # https://{api}.execute-api.../v1, as API Gateway reports it
+    reply = load_handler("dashboard").lambda_handler(event, lambda_context)
+    assert reply["statusCode"] == 308
+    assert json.dumps(reply.get("multiValueHeaders") or reply["headers"]).count('"v1/"') == 1

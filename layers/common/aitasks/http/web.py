@@ -50,6 +50,15 @@ def security_headers(websocket_url: str) -> dict[str, str]:
     }
 
 
+def slash_redirect(path_seen: str | None) -> str | None:
+    """A relative Location that adds the missing trailing slash to the page's URL (`/v1` -> `v1/`), or None.
+
+    `path_seen` is requestContext.path, the path as the client called it (stage or base path included on AWS)."""
+    if not path_seen or path_seen.endswith("/"):
+        return None
+    return path_seen.rsplit("/", 1)[-1] + "/"
+
+
 def page(folder: Path) -> tuple[str, str] | None:
     """(content type, text) of the page, index.html in `folder`."""
     return _read(folder, "index.html")
