@@ -35,6 +35,10 @@ CHROMIUM = os.environ.get("AITASKS_CHROMIUM", "/usr/bin/chromium")
 # Cold starts of a handful of functions on a small machine: the first page load and the first socket take a while.
 SLOW_MS = 90_000
 SHOTS = ROOT / "docs" / "img" if os.environ.get("UPDATE_SCREENSHOTS") else LOCAL / "screenshots"
+RELEASE_NOTES = (
+    "aitasks 1.4 adds a web dashboard: a task list with filters and paging, task details with attempts, "
+    "artifacts and history, and live updates over a WebSocket, with polling when the socket is down."
+)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +94,15 @@ class Dashboard:
     def row(self, text: str) -> Any:
         return self.page.locator("#tasks tbody tr", has_text=text)
 
-    def create(self, prompt: str, *, type_: str = "chat", context: str = "", run_at: str = "") -> None:
+    def create(self, prompt: str, *, type_: str = "chat", context: str = "", run_at: str = "", ok: bool = True) -> None:
         form = self.page.locator("#new-task")
         form.get_by_label("Type").select_option(type_)
         form.get_by_label("Prompt").fill(prompt)
         form.get_by_label("Context").fill(context)
         form.get_by_label("Run at").fill(run_at)
         form.get_by_role("button", name="Create task").click()
+        if ok:  # the form empties itself once the API accepted the task
+            expect(form.get_by_label("Prompt")).to_have_value("", timeout=SLOW_MS)
 
     def close(self) -> None:
         self.context.close()
@@ -110,18 +116,39 @@ def dashboard(browser: Any, stack: Stack) -> Iterator[Dashboard]:
     tab.close()
 
 
-def shoot(page: Any, name: str) -> None:
+def new_tenants_key(name: str) -> str:
+    """A key of a tenant of its own (no tasks yet): the stack's database, as `aitasks keys create` does."""
+    provider = ConnectionProvider(lambda: (LOCAL / "database_url").read_text().strip())
+    try:
+        _, key = CreateApiKey(PostgresApiKeyRepository(provider))(TenantId(f"{name}-{uuid.uuid4().hex[:6]}"), "e2e")
+        return key
+    finally:
+        provider.close()
+
+
+@pytest.fixture
+def other_tenants_key() -> str:
+    return new_tenants_key("e2e-other")
+
+
+def shoot(page: Any, name: str, *, full_page: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name), full_page=True)
+    page.screenshot(path=str(SHOTS / name), full_page=full_page)
 
 
 def test_a_task_is_followed_live_to_succeeded_and_its_details_show_the_attempt_and_artifact(
     dashboard: Dashboard, stack: Stack
 ) -> None:
-    page = dashboard.sign_in(stack.key).page
+    key = new_tenants_key("e2e-dashboard")  # a tenant of its own: the screenshots show only this test's tasks
+    page = dashboard.sign_in(key).page
     # The key is kept in the tab's sessionStorage, and nowhere in the URL.
-    assert page.evaluate("sessionStorage.getItem('aitasks.apiKey')") == stack.key
-    assert stack.key not in page.url
+    assert page.evaluate("sessionStorage.getItem('aitasks.apiKey')") == key
+    assert key not in page.url
+    tomorrow = (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    dashboard.create("Summarise the release notes in one line", type_="summarize", context=RELEASE_NOTES)
+    dashboard.create("Draft the weekly report", run_at=tomorrow)
+    expect(dashboard.row("Summarise the release notes").locator(".status")).to_have_text("succeeded", timeout=SLOW_MS)
+    expect(dashboard.row("Draft the weekly report").locator(".status")).to_have_text("queued")
 
     prompt = f"Say hello to the dashboard {uuid.uuid4().hex[:6]}"
     dashboard.create(prompt)
@@ -133,7 +160,7 @@ def test_a_task_is_followed_live_to_succeeded_and_its_details_show_the_attempt_a
     dashboard.wait_for_frame(task_id, "task.succeeded")
     assert dashboard.still_the_same_page()
     expect(row).to_contain_text("1 of 3")
-    shoot(page, "dashboard-list.png")
+    shoot(page, "dashboard-list.png", full_page=False)
 
     row.get_by_role("link").click()
     expect(page.locator("#detail-title")).to_be_focused(timeout=SLOW_MS)
@@ -167,7 +194,7 @@ def test_a_scheduled_task_is_cancelled_from_its_row(dashboard: Dashboard, stack:
 
 def test_an_invalid_task_shows_the_problems_title_detail_and_fields(dashboard: Dashboard, stack: Stack) -> None:
     page = dashboard.sign_in(stack.key).page
-    dashboard.create("Summarise this", type_="summarize")  # summarize needs a context
+    dashboard.create("Summarise this", type_="summarize", ok=False)  # summarize needs a context
     problem = page.locator("#new-problem")
     expect(problem).to_be_visible()
     expect(problem).to_contain_text("Unprocessable Entity")
@@ -213,16 +240,6 @@ def test_it_works_at_375_px_and_by_keyboard(browser: Any, stack: Stack) -> None:
         assert not phone.errors, phone.errors
     finally:
         phone.close()
-
-
-@pytest.fixture
-def other_tenants_key() -> Iterator[str]:
-    provider = ConnectionProvider(lambda: (LOCAL / "database_url").read_text().strip())
-    try:
-        _, key = CreateApiKey(PostgresApiKeyRepository(provider))(TenantId(f"e2e-other-{uuid.uuid4().hex[:6]}"), "e2e")
-        yield key
-    finally:
-        provider.close()
 
 
 def test_a_tenant_never_receives_another_tenants_events(browser: Any, stack: Stack, other_tenants_key: str) -> None:

@@ -38,10 +38,17 @@ function statusBadge(status, cancelRequested = false) {
 }
 
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+const shortDateFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+});
 
-function when(iso) {
+function when(iso, format = dateFormat) {
   if (!iso) return el("span", { text: "—" });
-  return el("time", { datetime: iso, text: dateFormat.format(new Date(iso)) });
+  return el("time", { datetime: iso, title: dateFormat.format(new Date(iso)), text: format.format(new Date(iso)) });
 }
 
 const cost = (value) => (value === null || value === undefined ? "—" : `$${Number(value).toFixed(6)}`);
@@ -250,7 +257,7 @@ function renderRows(tasks) {
         el("td", { "data-label": "Status" }, statusBadge(task.status, task.cancelRequested)),
         el("td", { "data-label": "Type", text: task.type }),
         el("td", { "data-label": "Priority", text: String(task.priority) }),
-        el("td", { "data-label": "Created" }, when(task.createdAt)),
+        el("td", { "data-label": "Created" }, when(task.createdAt, shortDateFormat)),
         el("td", { "data-label": "Attempts", text: `${task.attemptCount} of ${task.maxAttempts}` }),
         el("td", { "data-label": "Tokens", text: `${task.tokensIn} / ${task.tokensOut}` }),
         el("td", { "data-label": "Cost", text: cost(task.cost) }),
