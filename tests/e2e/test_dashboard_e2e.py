@@ -204,6 +204,31 @@ def test_an_invalid_task_shows_the_problems_title_detail_and_fields(dashboard: D
     expect(dashboard.row("Summarise this")).to_have_count(0)
 
 
+def test_filters_and_pages_follow_the_total_count(dashboard: Dashboard, stack: Stack) -> None:
+    key = new_tenants_key("e2e-paging")
+    later = (datetime.now().astimezone() + timedelta(days=2)).isoformat(timespec="seconds")
+    for n in range(21):  # one more than a page; scheduled, so they stay queued
+        body = {"type": "summarize" if n < 3 else "chat", "payload": {"prompt": f"p{n}", "context": "c"}}
+        created = requests.post(
+            f"{stack.url}/tasks", json={**body, "scheduledAt": later}, headers=stack.headers(key), timeout=30
+        )
+        assert created.status_code == 202, created.text
+    page = dashboard.sign_in(key).page
+    info = page.locator("#page-info")
+    expect(info).to_have_text("Page 1 of 2 · 21 tasks")
+    expect(page.locator("#tasks tbody tr")).to_have_count(20)
+    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+    page.get_by_role("button", name="Next page").click()
+    expect(info).to_have_text("Page 2 of 2 · 21 tasks")
+    expect(page.locator("#tasks tbody tr")).to_have_count(1)
+    filters = page.locator("#filters")
+    filters.get_by_label("Type").select_option("summarize")
+    expect(info).to_have_text("Page 1 of 1 · 3 tasks")
+    filters.get_by_label("Status").select_option("succeeded")
+    expect(info).to_have_text("Page 1 of 1 · 0 tasks")
+    expect(page.locator("#empty")).to_be_visible()
+
+
 def test_a_wrong_key_is_refused_with_its_problem(dashboard: Dashboard) -> None:
     page = dashboard.page
     page.goto(dashboard.url)
