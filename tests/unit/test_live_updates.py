@@ -218,3 +218,38 @@ def test_the_page_called_without_its_trailing_slash_redirects_to_it(fakes, lambd
     reply = load_handler("dashboard").lambda_handler(event, lambda_context)
     assert reply["statusCode"] == 308
     assert json.dumps(reply.get("multiValueHeaders") or reply["headers"]).count('"v1/"') == 1
+
+
+def test_the_pusher_posts_to_the_stages_connections_endpoint_and_reports_a_gone_connection() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from aitasks.adapters.websocket import ApiGatewayPusher, management_endpoint
+    from aitasks.application.ports import ConnectionGoneError
+
+    assert management_endpoint("wss://ws1.execute-api.eu-west-1.amazonaws.com/v1") == (
+        "https://ws1.execute-api.eu-west-1.amazonaws.com/v1"
+    )
+    local = "ws://127.0.0.1:4566/_aws/execute-api/ws1/v1"
+    assert management_endpoint(local) == "http://127.0.0.1:4566/_aws/execute-api/ws1/v1"
+    with pytest.raises(ValueError, match="not a WebSocket URL"):
+        management_endpoint("https://example.com")
+
+    client = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=management_endpoint(local),
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    pusher = ApiGatewayPusher(local, client)
+    with Stubber(client) as stub:
+        stub.add_response("post_to_connection", {}, {"ConnectionId": "c1", "Data": b"{}"})
+        stub.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410)
+        stub.add_client_error("post_to_connection", service_error_code="LimitExceededException", http_status_code=429)
+        pusher.push("c1", b"{}")
+        with pytest.raises(ConnectionGoneError):
+            pusher.push("c2", b"{}")
+        with pytest.raises(client.exceptions.LimitExceededException):  # not "gone": the notifier keeps the row
+            pusher.push("c3", b"{}")
+        stub.assert_no_pending_responses()
