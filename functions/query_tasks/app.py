@@ -1,4 +1,4 @@
-"""GET /api/v1/tasks, /tasks/{id}, /tasks/{id}/attempts, /tasks/{id}/artifacts; /health; /openapi.json."""
+"""GET /api/v1/tasks, /tasks/{id}, /tasks/{id}/attempts, /artifacts, /events; /health; /openapi.json."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from aitasks import bootstrap
 from aitasks.http import problems
 from aitasks.http.context import STATUS_LIST, TYPE_LIST, task_filter, tenant
-from aitasks.http.models import ArtifactView, AttemptView, TaskView, dump
+from aitasks.http.models import ArtifactView, AttemptView, EventView, TaskView, dump
 from aitasks.http.openapi import responses
 from aitasks.http.paging import link_header
 
@@ -78,6 +78,15 @@ def get_attempts(task_id: UUID) -> list[AttemptView]:
 )
 def get_artifacts(task_id: UUID) -> list[ArtifactView]:
     return [ArtifactView.of(a) for a in bootstrap.get_artifacts()(tenant(app), task_id)]
+
+
+@app.get(
+    "/api/v1/tasks/<task_id>/events",
+    summary="The task's state history: the events it published, in order (kept 7 days after publication)",
+    responses=responses(200, list[EventView], 401, 404, 422, 429, 503),
+)
+def get_events(task_id: UUID) -> list[EventView]:
+    return [EventView.of(e) for e in bootstrap.get_history()(tenant(app), task_id)]
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

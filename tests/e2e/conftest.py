@@ -1,6 +1,7 @@
 """End-to-end: the whole local stack (`aitasks local up`, as `make run` starts it), driven over HTTP.
 
-If a stack is already up (port 4566 answers and .local/api_url is there) the tests use it and leave it running.
+If a stack is already up (its port answers and .local/api_url is there) the tests use it and leave it running. The
+port is AITASKS_LOCAL_PORT's (default 4566); `aitasks local up` reads the same variable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).parents[2]
 LOCAL = ROOT / ".local"
+PORT = int(os.environ.get("AITASKS_LOCAL_PORT", "4566"))
+ENDPOINT = f"http://127.0.0.1:{PORT}"
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,15 @@ def _wait_healthy(stack: Stack, timeout_s: float = 60) -> None:
         except requests.RequestException:
             pass
         if time.monotonic() > deadline:
-            pytest.fail(f"the local stack on port 4566 does not answer {stack.url}/health")
+            pytest.fail(f"the local stack on port {PORT} does not answer {stack.url}/health")
         time.sleep(1)
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    if port_taken(4566):
+    if port_taken(PORT):
         if not (LOCAL / "api_url").is_file():
-            pytest.fail("port 4566 is taken by something that is not this checkout's local stack")
+            pytest.fail(f"port {PORT} is taken by something that is not this checkout's local stack")
         running = _read()
         _wait_healthy(running)
         yield running

@@ -16,12 +16,12 @@ import requests
 from jsonschema import Draft202012Validator
 
 from aitasks.local_stack import STACK
+from tests.e2e.conftest import ENDPOINT
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
 
 SCHEMAS = Path(__file__).parents[2] / "docs" / "events"
-ENDPOINT = "http://127.0.0.1:4566"
 
 
 def client(service: str) -> Any:

@@ -15,9 +15,8 @@ from aitasks.adapters.usage_plans import plan_ids_from_outputs, stack_outputs
 from aitasks.application.ports import TenantPlan
 from aitasks.domain.tenant import Tier
 from aitasks.local_stack import REGION, STACK, TENANT, aws_client
-from tests.e2e.conftest import LOCAL, ROOT, Stack
+from tests.e2e.conftest import ENDPOINT, LOCAL, ROOT, Stack
 
-ENDPOINT = "http://127.0.0.1:4566"
 AWS = {"AWS_ENDPOINT_URL": ENDPOINT, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 

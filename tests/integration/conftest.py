@@ -77,7 +77,8 @@ def db(database_url: str) -> Iterator[ConnectionProvider]:
     """A connection provider to the migrated test database, with every table emptied first."""
     with connect(database_url) as conn:
         conn.execute(
-            "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys, tenants, idempotency_records"
+            "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys, tenants, idempotency_records,"
+            " websocket_tickets, websocket_connections"
             " CASCADE"
         )
     provider = ConnectionProvider(lambda: database_url)

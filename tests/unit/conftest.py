@@ -11,9 +11,12 @@ from pytest_socket import disable_socket, enable_socket
 from aitasks import bootstrap
 from aitasks.adapters.memory import (
     InMemoryApiKeyRepository,
+    InMemoryConnectionRegistry,
     InMemoryIdempotencyStore,
+    InMemoryPusher,
     InMemoryRetention,
     InMemoryTaskRepository,
+    InMemoryTicketStore,
     InMemoryWorkQueue,
 )
 from aitasks.application.maintenance import Prune
@@ -41,4 +44,21 @@ def fakes(
     monkeypatch.setattr(bootstrap, "idempotency_store", lambda: store)
     monkeypatch.setattr(bootstrap, "work_queue", lambda: queue)
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: keys)
+    monkeypatch.setattr(bootstrap, "websocket_url", lambda: WEBSOCKET_URL)
     return tasks, queue, keys
+
+
+WEBSOCKET_URL = "wss://ws123.execute-api.us-east-1.amazonaws.com/v1"
+
+
+@pytest.fixture
+def live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[InMemoryTicketStore, InMemoryConnectionRegistry, InMemoryPusher]:
+    """The live-updates ports as fakes: tickets, the connections table, and API Gateway's @connections."""
+    tickets, connections, pusher = InMemoryTicketStore(), InMemoryConnectionRegistry(), InMemoryPusher()
+    monkeypatch.setattr(bootstrap, "ticket_store", lambda: tickets)
+    monkeypatch.setattr(bootstrap, "connection_registry", lambda: connections)
+    monkeypatch.setattr(bootstrap, "pusher", lambda: pusher)
+    monkeypatch.setattr(bootstrap, "websocket_url", lambda: WEBSOCKET_URL)
+    return tickets, connections, pusher

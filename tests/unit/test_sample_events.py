@@ -28,6 +28,7 @@ def load(name: str) -> dict:
         ("query_tasks", "query_tasks_openapi.json", 200),
         ("cancel_task", "cancel_task.json", 404),  # no such task in the empty fake
         ("cancel_task", "cancel_task_retry.json", 404),
+        ("dashboard", "dashboard.json", 200),
     ],
 )
 def test_api_events(fakes, lambda_context, function: str, event: str, status: int) -> None:
@@ -52,8 +53,16 @@ def test_scheduled_events(fakes, lambda_context) -> None:
     assert report == {
         "leases_freed": 0,
         "redispatched": 0,
-        "pruned": {"tasks": 0, "outbox_rows": 0, "idempotency_keys": 0},
+        "pruned": {"tasks": 0, "outbox_rows": 0, "idempotency_keys": 0, "tickets": 0, "connections": 0},
     }
+
+
+def test_live_update_events(fakes, live, lambda_context) -> None:
+    with pytest.raises(Exception, match=r"^Unauthorized$"):  # its placeholder ticket was never issued
+        load_handler("ws_authorizer").lambda_handler(load("ws_authorizer.json"), lambda_context)
+    assert load_handler("websocket").lambda_handler(load("websocket.json"), lambda_context) == {"statusCode": 200}
+    report = load_handler("notifier").lambda_handler(load("notifier.json"), lambda_context)
+    assert report == {"sent": 0, "gone": 0, "failed": 0}  # nobody is connected
 
 
 def test_authorizer_event_with_its_placeholder_key_is_denied(fakes, lambda_context) -> None:

@@ -17,25 +17,30 @@ from aitasks.adapters.migrate import migrate
 from aitasks.adapters.postgres import (
     ConnectionProvider,
     PostgresApiKeyRepository,
+    PostgresConnectionRegistry,
     PostgresOutbox,
     PostgresRetention,
     PostgresTaskRepository,
+    PostgresTicketStore,
     connect,
     database_url_from_secret,
 )
 from aitasks.adapters.scheduler import EventBridgeScheduler
 from aitasks.adapters.sqs import SqsWorkQueue
+from aitasks.adapters.websocket import ApiGatewayPusher
 from aitasks.application.ai import DEFAULT_PRICES, PriceTable
 from aitasks.application.auth import Authenticate
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.events import RelayOutbox
 from aitasks.application.executor import DeadLetterTask, RunTask
+from aitasks.application.live import Connect, Disconnect, IssueTicket, Notify, RedeemTicket
 from aitasks.application.maintenance import Prune, RedriveTask, Sweep
 from aitasks.application.tasks import (
     CancelTask,
     CreateTask,
     GetArtifacts,
     GetAttempts,
+    GetHistory,
     GetTask,
     ListTasks,
 )
@@ -50,10 +55,13 @@ if TYPE_CHECKING:
     from aitasks.application.ai import AiProvider
     from aitasks.application.ports import (
         ApiKeyRepository,
+        ConnectionRegistry,
         EventPublisher,
+        MessagePusher,
         Scheduler,
         TaskQueries,
         TaskRepository,
+        TicketStore,
         WorkQueue,
     )
     from aitasks.domain.task import TenantId
@@ -226,6 +234,52 @@ def get_attempts() -> GetAttempts:
 
 def get_artifacts() -> GetArtifacts:
     return GetArtifacts(task_queries())
+
+
+def get_history() -> GetHistory:
+    return GetHistory(task_queries())
+
+
+@functools.cache
+def ticket_store() -> TicketStore:
+    return PostgresTicketStore(connection())
+
+
+@functools.cache
+def connection_registry() -> ConnectionRegistry:
+    return PostgresConnectionRegistry(connection())
+
+
+def websocket_url() -> str:
+    url = get_settings().websocket_url
+    if not url:
+        raise RuntimeError("WEBSOCKET_URL is not set")
+    return url
+
+
+@functools.cache
+def pusher() -> MessagePusher:
+    return ApiGatewayPusher(websocket_url())
+
+
+def issue_ticket() -> IssueTicket:
+    return IssueTicket(ticket_store())
+
+
+def redeem_ticket() -> RedeemTicket:
+    return RedeemTicket(ticket_store())
+
+
+def open_connection() -> Connect:
+    return Connect(connection_registry())
+
+
+def close_connection() -> Disconnect:
+    return Disconnect(connection_registry())
+
+
+def notify() -> Notify:
+    return Notify(connection_registry(), pusher())
 
 
 def idempotently(

@@ -163,7 +163,7 @@ def tenants_set_tier(
 
 @local_app.command("up")
 def local_up(
-    port: Annotated[int, typer.Option(help="MiniStack's port")] = 4566,
+    port: Annotated[int, typer.Option(help="MiniStack's port", envvar="AITASKS_LOCAL_PORT")] = 4566,
 ) -> None:
     """Start embedded PostgreSQL (or use DATABASE_URL) and MiniStack, deploy template.yaml, stay in the foreground."""
     from aitasks import local_stack
@@ -238,7 +238,7 @@ def prune(
     )
 
 
-API_FUNCTIONS = ("create_task", "query_tasks", "cancel_task")
+API_FUNCTIONS = ("create_task", "query_tasks", "cancel_task", "dashboard")
 OPENAPI_COPIES = (Path("docs/openapi.json"), Path("layers/common/aitasks/http/openapi.json"))
 
 

@@ -195,6 +195,8 @@ def deploy(endpoint: str, secret_arn: str, log: Path) -> dict[str, str]:
         "TracingDisabled=true",
         # Wake-ups more than a minute ahead go through EventBridge Scheduler, so it is exercised locally too.
         "MaxQueueDelaySeconds=60",
+        # MiniStack's WebSocket APIs answer at ws://<host:port>/_aws/execute-api/{apiId}/{stage} (path style).
+        f"LocalExecuteApiBase={endpoint.removeprefix('http://')}/_aws/execute-api",
         *provider_overrides(endpoint),
     ]
     say("model provider: " + ("openai" if "AiProvider=openai" in overrides else "fake (set OPENAI_API_KEY for OpenAI)"))
@@ -281,6 +283,7 @@ def run(port: int = 4566, database_url: str | None = None) -> int:
         (LOCAL / "api_url").write_text(api_url + "\n")
         say(f"up in {time.monotonic() - started:.0f} s")
         print(f"\n  API:      {api_url}\n  API key:  {key}\n  Database: {url}\n", flush=True)
+        print(f"  Dashboard: {api_url.removesuffix('api/v1')} (it asks for the key)\n", flush=True)
         print('  curl -H "Authorization: Bearer $(cat .local/api_key)" "$(cat .local/api_url)/health"\n', flush=True)
         say("ready; Ctrl-C stops everything")
         _wait_for_signal(ministack)

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     scheduler_role_arn: str | None = Field(default=None, description="role the Scheduler sends wake-ups with")
     max_queue_delay_seconds: int = Field(default=900, ge=1, le=900, description="longer waits use the scheduler")
     event_bus_name: str | None = Field(default=None, description="the bus task events are published to")
+    websocket_url: str | None = Field(default=None, description="the live-updates WebSocket stage (wss://...)")
     sweeper_grace_seconds: int = Field(default=120, ge=1, description="a due task's wake-up is re-sent after this")
     retention_enabled: bool = Field(default=False, description="the sweeper prunes finished tasks")
     retention_days: int = Field(default=30, ge=1, description="finished tasks are kept this long")

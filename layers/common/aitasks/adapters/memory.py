@@ -15,7 +15,15 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
-from aitasks.application.ports import ArtifactRecord, AttemptRecord, Lease, Principal, UsageKeyNotFoundError
+from aitasks.application.ports import (
+    ArtifactRecord,
+    AttemptRecord,
+    ConnectionGoneError,
+    EventRecord,
+    Lease,
+    Principal,
+    UsageKeyNotFoundError,
+)
 from aitasks.domain.errors import IdempotencyKeyTakenError
 from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, sources_of
 
@@ -34,6 +42,9 @@ class RecordedEvent:
     task_id: UUID
     event_type: str
     attempt_no: int
+    status: TaskStatus
+    occurred_at: datetime
+    id: UUID = dataclasses.field(default_factory=uuid4)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,7 +64,8 @@ class InMemoryTaskRepository:
         self._lock = threading.Lock()
 
     def _event(self, task: Task, status: TaskStatus) -> None:
-        self.events.append(RecordedEvent(task.id, EVENT_FOR_STATUS[status], task.attempt_count))
+        event = RecordedEvent(task.id, EVENT_FOR_STATUS[status], task.attempt_count, status, task.updated_at)
+        self.events.append(event)
 
     def add(self, task: Task) -> Task:
         with self._lock:
@@ -321,6 +333,15 @@ class InMemoryTaskRepository:
             if tid == task_id
         ]
 
+    def history(self, tenant_id: TenantId, task_id: UUID) -> list[EventRecord] | None:
+        if self.get(tenant_id, task_id) is None:
+            return None
+        return [
+            EventRecord(e.id, e.event_type, e.status.value, e.attempt_no, e.occurred_at)
+            for e in self.events
+            if e.task_id == task_id
+        ]
+
 
 class InMemoryApiKeyRepository:
     def __init__(self, tenants: InMemoryTenantRepository | None = None) -> None:
@@ -474,3 +495,51 @@ class InMemoryRetention:
 
     def prune_expired_keys(self, *, now: datetime, limit: int) -> int:
         return 0
+
+    def prune_expired_tickets(self, *, now: datetime, limit: int) -> int:
+        return 0
+
+    def prune_stale_connections(self, *, cutoff: datetime, limit: int) -> int:
+        return 0
+
+
+class InMemoryTicketStore:
+    def __init__(self) -> None:
+        self.tickets: dict[bytes, tuple[TenantId, datetime]] = {}
+
+    def add(self, *, ticket_hash: bytes, tenant_id: TenantId, expires_at: datetime) -> None:
+        self.tickets[ticket_hash] = (tenant_id, expires_at)
+
+    def redeem(self, ticket_hash: bytes, *, now: datetime) -> TenantId | None:
+        found = self.tickets.pop(ticket_hash, None)
+        return found[0] if found is not None and found[1] > now else None
+
+
+class InMemoryConnectionRegistry:
+    def __init__(self) -> None:
+        self.connections: dict[str, TenantId] = {}
+
+    def add(self, connection_id: str, tenant_id: TenantId, *, now: datetime) -> None:
+        self.connections[connection_id] = tenant_id
+
+    def remove(self, connection_id: str) -> bool:
+        return self.connections.pop(connection_id, None) is not None
+
+    def of_tenant(self, tenant_id: TenantId) -> list[str]:
+        return [c for c, t in self.connections.items() if t == tenant_id]
+
+
+class InMemoryPusher:
+    """Records what was pushed to which connection; connections in `gone` are closed (GoneException)."""
+
+    def __init__(self, gone: set[str] | None = None, broken: set[str] | None = None) -> None:
+        self.gone = set(gone or ())
+        self.broken = set(broken or ())
+        self.pushed: list[tuple[str, bytes]] = []
+
+    def push(self, connection_id: str, message: bytes) -> None:
+        if connection_id in self.gone:
+            raise ConnectionGoneError(connection_id)
+        if connection_id in self.broken:
+            raise RuntimeError("the management API failed")
+        self.pushed.append((connection_id, message))

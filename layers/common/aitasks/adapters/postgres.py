@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from aitasks.application.ports import (
     ArtifactRecord,
     AttemptRecord,
+    EventRecord,
     Lease,
     OutboxEvent,
     Principal,
@@ -319,6 +320,22 @@ class PostgresTaskRepository(_Repository):
             if r["artifact_id"] is not None
         ]
 
+    def history(self, tenant_id: TenantId, task_id: UUID) -> list[EventRecord] | None:
+        rows = self._fetchall("list_events", {"tenant_id": tenant_id, "id": task_id})
+        if not rows:
+            return None
+        return [
+            EventRecord(
+                id=r["event_id"],
+                event_type=r["event_type"],
+                status=r["payload"].get("status"),
+                attempt_no=int(r["payload"].get("attemptNo") or 0),
+                occurred_at=r["occurred_at"],
+            )
+            for r in rows
+            if r["event_id"] is not None
+        ]
+
 
 class PostgresOutbox(_Repository):
     _module = "outbox"
@@ -358,6 +375,36 @@ class PostgresRetention(_Repository):
     def prune_expired_keys(self, *, now: datetime, limit: int) -> int:
         params = {"now_s": int(now.timestamp()), "limit": limit}
         return len(self._fetchall("prune_expired", params, module="idempotency"))
+
+    def prune_expired_tickets(self, *, now: datetime, limit: int) -> int:
+        return len(self._fetchall("prune_expired_tickets", {"now": now, "limit": limit}, module="live"))
+
+    def prune_stale_connections(self, *, cutoff: datetime, limit: int) -> int:
+        return len(self._fetchall("prune_stale_connections", {"cutoff": cutoff, "limit": limit}, module="live"))
+
+
+class PostgresTicketStore(_Repository):
+    _module = "live"
+
+    def add(self, *, ticket_hash: bytes, tenant_id: TenantId, expires_at: datetime) -> None:
+        self._fetchone("insert_ticket", {"ticket_hash": ticket_hash, "tenant_id": tenant_id, "expires_at": expires_at})
+
+    def redeem(self, ticket_hash: bytes, *, now: datetime) -> TenantId | None:
+        row = self._fetchone("redeem_ticket", {"ticket_hash": ticket_hash, "now": now})
+        return TenantId(row["tenant_id"]) if row else None
+
+
+class PostgresConnectionRegistry(_Repository):
+    _module = "live"
+
+    def add(self, connection_id: str, tenant_id: TenantId, *, now: datetime) -> None:
+        self._fetchone("add_connection", {"connection_id": connection_id, "tenant_id": tenant_id, "now": now})
+
+    def remove(self, connection_id: str) -> bool:
+        return self._fetchone("remove_connection", {"connection_id": connection_id}) is not None
+
+    def of_tenant(self, tenant_id: TenantId) -> list[str]:
+        return [r["connection_id"] for r in self._fetchall("connections_of_tenant", {"tenant_id": tenant_id})]
 
 
 class PostgresApiKeyRepository(_Repository):

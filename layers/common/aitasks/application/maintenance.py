@@ -28,12 +28,19 @@ class PruneReport:
     tasks: int = 0
     outbox_rows: int = 0
     idempotency_keys: int = 0
+    tickets: int = 0
+    connections: int = 0
+
+
+# API Gateway closes a WebSocket connection after two hours at most; an older row lost its $disconnect.
+CONNECTION_MAX_AGE = timedelta(hours=2, minutes=15)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prune:
     """Delete finished tasks older than `task_days` (with attempts, artifacts, events), published outbox rows
-    older than `outbox_days`, and expired Idempotency-Key records. Never a task that is not finished."""
+    older than `outbox_days`, expired Idempotency-Key records and WebSocket tickets, and connection rows older
+    than any live connection can be. Never a task that is not finished."""
 
     retention: Retention
     task_days: int = 30
@@ -50,6 +57,10 @@ class Prune:
             tasks=self._drain(prune_finished) if self.prune_tasks else 0,
             outbox_rows=self._drain(lambda: self.retention.prune_published(cutoff=outbox_cutoff, limit=self.batch)),
             idempotency_keys=self._drain(lambda: self.retention.prune_expired_keys(now=now, limit=self.batch)),
+            tickets=self._drain(lambda: self.retention.prune_expired_tickets(now=now, limit=self.batch)),
+            connections=self._drain(
+                lambda: self.retention.prune_stale_connections(cutoff=now - CONNECTION_MAX_AGE, limit=self.batch)
+            ),
         )
 
     def _drain(self, step: Callable[[], int]) -> int:

@@ -54,6 +54,17 @@ class ArtifactRecord:
     created_at: datetime
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One step of a task's state history: an outbox row (published or not)."""
+
+    id: UUID
+    event_type: str
+    status: str | None
+    attempt_no: int
+    occurred_at: datetime
+
+
 class TaskRepository(Protocol):
     """Tasks and their attempts. Every status change is one guarded statement that also writes its outbox rows."""
 
@@ -142,6 +153,10 @@ class TaskQueries(Protocol):
 
     def artifacts(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord] | None:
         """The task's artifacts, oldest first; None when the tenant has no such task."""
+        ...
+
+    def history(self, tenant_id: TenantId, task_id: UUID) -> list[EventRecord] | None:
+        """The task's events in the order they were written; None when the tenant has no such task."""
         ...
 
 
@@ -251,6 +266,44 @@ class Retention(Protocol):
     def prune_published(self, *, cutoff: datetime, limit: int) -> int: ...
 
     def prune_expired_keys(self, *, now: datetime, limit: int) -> int: ...
+
+    def prune_expired_tickets(self, *, now: datetime, limit: int) -> int: ...
+
+    def prune_stale_connections(self, *, cutoff: datetime, limit: int) -> int: ...
+
+
+class TicketStore(Protocol):
+    """Short-lived, single-use tickets that open a WebSocket for a tenant, stored as hashes."""
+
+    def add(self, *, ticket_hash: bytes, tenant_id: TenantId, expires_at: datetime) -> None: ...
+
+    def redeem(self, ticket_hash: bytes, *, now: datetime) -> TenantId | None:
+        """The ticket's tenant, once: the ticket is used up; None when unknown, used or expired."""
+        ...
+
+
+class ConnectionRegistry(Protocol):
+    """The open WebSocket connections and the tenant each belongs to."""
+
+    def add(self, connection_id: str, tenant_id: TenantId, *, now: datetime) -> None: ...
+
+    def remove(self, connection_id: str) -> bool: ...
+
+    def of_tenant(self, tenant_id: TenantId) -> list[str]:
+        """The connection ids of this tenant, and of no other."""
+        ...
+
+
+class ConnectionGoneError(LookupError):
+    """The WebSocket connection is closed (API Gateway's 410 GoneException)."""
+
+
+class MessagePusher(Protocol):
+    """Sends a message down an open WebSocket connection (API Gateway's @connections)."""
+
+    def push(self, connection_id: str, message: bytes) -> None:
+        """Raises ConnectionGoneError when the connection is closed; other failures raise as they are."""
+        ...
 
 
 class WorkQueue(Protocol):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from aitasks.application.ports import (
         ArtifactRecord,
         AttemptRecord,
+        EventRecord,
         TaskFilter,
         TaskQueries,
         TaskRepository,
@@ -214,3 +215,11 @@ class GetArtifacts:
 
     def __call__(self, tenant_id: TenantId, task_id: UUID) -> list[ArtifactRecord]:
         return _owned(self.queries.artifacts(tenant_id, task_id), task_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GetHistory:
+    queries: TaskQueries
+
+    def __call__(self, tenant_id: TenantId, task_id: UUID) -> list[EventRecord]:
+        return _owned(self.queries.history(tenant_id, task_id), task_id)

@@ -1,4 +1,4 @@
-"""API keys: shown once, stored only as a SHA-256 hash."""
+"""API keys and WebSocket tickets: shown once, stored only as a SHA-256 hash."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import hashlib
 import secrets
 
 KEY_PREFIX = "ait_"
+TICKET_PREFIX = "wst_"
 
 
 def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_ticket() -> str:
+    """A WebSocket ticket: as unguessable as a key, but single use and valid for a minute."""
+    return TICKET_PREFIX + secrets.token_urlsafe(32)
 
 
 def hash_api_key(key: str) -> bytes:

@@ -14,7 +14,8 @@ from aitasks.application.tasks import NewTask
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus
 
 if TYPE_CHECKING:
-    from aitasks.application.ports import ArtifactRecord, AttemptRecord
+    from aitasks.application.live import Ticket
+    from aitasks.application.ports import ArtifactRecord, AttemptRecord, EventRecord
     from aitasks.domain.task import Task
 
 # The registered task types (domain/task_types.py REGISTRY; a test keeps the two equal), spelled out so the
@@ -150,5 +151,33 @@ class ArtifactView(CamelModel):
         return cls.model_validate(a, from_attributes=True)
 
 
-def dump(models: list[TaskView] | list[AttemptView] | list[ArtifactView]) -> list[dict[str, Any]]:
+class EventView(CamelModel):
+    """One step of the task's state history (the events it published, docs/events)."""
+
+    id: UUID = Field(description="the event's eventId")
+    event_type: str = Field(description="task.created, task.queued, task.started, ...")
+    status: str | None = Field(description="the task's status after the event")
+    attempt_no: int
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, e: EventRecord) -> EventView:
+        return cls.model_validate(e, from_attributes=True)
+
+
+class TicketView(CamelModel):
+    """A single-use ticket that opens the live-updates WebSocket: connect to `url?ticket=<ticket>`."""
+
+    ticket: str
+    url: str = Field(description="the WebSocket stage to connect to")
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, ticket: Ticket, url: str) -> TicketView:
+        return cls(ticket=ticket.value, url=url, expires_at=ticket.expires_at)
+
+
+def dump(
+    models: list[TaskView] | list[AttemptView] | list[ArtifactView] | list[EventView],
+) -> list[dict[str, Any]]:
     return [m.model_dump(mode="json", by_alias=True) for m in models]

@@ -213,6 +213,14 @@ FROM tasks t LEFT JOIN task_artifacts r ON r.task_id = t.id
 WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s
 ORDER BY r.created_at, r.id;
 
+-- name: list_events
+-- The task's state history from its outbox rows, in write order. One row with null event columns when it has
+-- none left (published rows are pruned after a week); no row when it is not the tenant's.
+SELECT t.id AS task_id, o.id AS event_id, o.event_type, o.payload, o.occurred_at
+FROM tasks t LEFT JOIN outbox_messages o ON o.task_id = t.id
+WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s
+ORDER BY o.seq;
+
 -- name: expired_leases
 SELECT id FROM tasks WHERE status = 'running' AND locked_until < %(now)s ORDER BY locked_until LIMIT %(limit)s;
 
