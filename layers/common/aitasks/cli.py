@@ -159,11 +159,14 @@ def tenants_set_tier(
 @local_app.command("up")
 def local_up(
     port: Annotated[int, typer.Option(help="MiniStack's port")] = 4566,
+    watch: Annotated[
+        bool, typer.Option("--watch/--no-watch", help="push saved changes under functions/ and layers/common/")
+    ] = True,
 ) -> None:
     """Start embedded PostgreSQL (or use DATABASE_URL) and MiniStack, deploy template.yaml, stay in the foreground."""
     from aitasks import local_stack
 
-    raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url))
+    raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url, watch=watch))
 
 
 class _SweeperWakesThem:
