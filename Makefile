@@ -11,7 +11,7 @@ SAM := $(TOOLS)/sam/bin/sam
 MINISTACK := $(TOOLS)/ministack/bin/ministack
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test test-unit test-integration test-e2e lint format validate build openapi check clean
+.PHONY: run logs test test-unit test-integration test-e2e lint format validate build openapi check clean
 
 $(BIN)/aitasks: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ tools: $(BIN)/aitasks $(MINISTACK) $(SAM)
 ## run: the whole stack on this machine (embedded PostgreSQL or DATABASE_URL, MiniStack, sam build + deploy)
 run: tools
 	$(BIN)/aitasks local up
+
+## logs: the local functions' logs as they come, one line per record (F=<function> for one of them)
+logs: $(BIN)/aitasks
+	$(BIN)/aitasks local logs --follow $(if $(F),--function $(F))
 
 ## test: unit, integration (real PostgreSQL, moto) and end-to-end (the local stack over HTTP)
 test: tools
