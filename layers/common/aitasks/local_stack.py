@@ -307,10 +307,10 @@ def watch_code(endpoint: str, stop: threading.Event) -> None:
 
     try:
         code = stack_code(endpoint)
+        sync = CodeSync(aws_client("lambda", endpoint), code.functions, code.layer_arn, code.layer_build)
     except Exception as exc:  # the stack runs on without the watch loop
-        say(f"not watching: the deployed stack's code was not found ({exc!r})")
+        say(f"not watching: the deployed code or its build was not found ({exc!r})")
         return
-    sync = CodeSync(aws_client("lambda", endpoint), code.functions, code.layer_arn, code.layer_build)
     say(f"watching {FUNCTIONS}/ and {LAYER}/ (`--no-watch` turns it off)")
     for changes in watchfiles.watch(FUNCTIONS, LAYER, stop_event=stop):
         functions, layer = changed_code(Path(os.path.relpath(path)) for _, path in changes)

@@ -52,7 +52,12 @@ class CodeSync:
         self._client = client
         self._functions = functions
         self._layer_arn = layer_arn
-        self._layer_build = layer_build
+        # The layer's packages as `sam build` installed them, zipped once (about 1.5 s); each push adds the package to
+        # a copy. A change to layers/common/requirements.txt needs a new `sam build`: restart the stack.
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            _add_tree(archive, layer_build / "python", "python/", skip={p.name for p in LAYER.iterdir()})
+        self._dependencies = buffer.getvalue()
 
     def function(self, name: str) -> None:
         if name not in self._functions:
@@ -87,12 +92,3 @@ class CodeSync:
         updated = [new_arn if _layer_name(arn) == layer_name else arn for arn in layers]
         if updated != layers:
             self._client.update_function_configuration(FunctionName=function, Layers=updated)
-
-    @functools.cached_property
-    def _dependencies(self) -> bytes:
-        """The layer's packages as `sam build` installed them, zipped on the first push (about 1.5 s); each push adds
-        the package to a copy. A change to layers/common/requirements.txt needs a new `sam build`: restart the stack."""
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            _add_tree(archive, self._layer_build / "python", "python/", skip={p.name for p in LAYER.iterdir()})
-        return buffer.getvalue()
