@@ -11,7 +11,7 @@ SAM := $(TOOLS)/sam/bin/sam
 MINISTACK := $(TOOLS)/ministack/bin/ministack
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run demo test test-unit test-integration test-e2e lint format validate build openapi check clean
+.PHONY: run demo logs test test-unit test-integration test-e2e lint format validate build openapi check clean
 
 $(BIN)/aitasks: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ run: tools
 ## demo: with `make run` up in another shell, tasks of every kind (scheduled, retried, failed, cancelled) to their end
 demo: $(BIN)/aitasks
 	$(BIN)/aitasks demo
+
+## logs: the local functions' logs as they come, one line per record (F=<function> for one of them)
+logs: $(BIN)/aitasks
+	$(BIN)/aitasks local logs --follow $(if $(F),--function $(F))
 
 ## test: unit, integration (real PostgreSQL, moto) and end-to-end (the local stack over HTTP)
 test: tools

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import typer
@@ -164,11 +166,39 @@ def tenants_set_tier(
 @local_app.command("up")
 def local_up(
     port: Annotated[int, typer.Option(help="MiniStack's port", envvar="AITASKS_LOCAL_PORT")] = 4566,
+    watch: Annotated[
+        bool, typer.Option("--watch/--no-watch", help="push saved changes under functions/ and layers/common/")
+    ] = True,
 ) -> None:
     """Start embedded PostgreSQL (or use DATABASE_URL) and MiniStack, deploy template.yaml, stay in the foreground."""
     from aitasks import local_stack
 
-    raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url))
+    raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url, watch=watch))
+
+
+@local_app.command("logs")
+def local_logs(
+    function: Annotated[str | None, typer.Option("--function", help="only this function (its directory name)")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new records")] = False,
+) -> None:
+    """The local functions' logs, one line per record: time, level, function, task id, message."""
+    from aitasks import local_logs, local_stack
+
+    saved = LOCAL_DIR / "api_url"
+    if not saved.is_file():
+        raise _fail("no local stack: start it with `make run`")
+    parts = urlsplit(saved.read_text().strip())
+    endpoint = f"{parts.scheme}://{parts.netloc}"
+    try:
+        functions = local_stack.stack_code(endpoint).functions
+        if function is not None:
+            if function not in functions:
+                raise _fail(f"no function {function}; the stack has {', '.join(sorted(functions))}")
+            functions = {function: functions[function]}
+        with contextlib.suppress(KeyboardInterrupt):
+            local_logs.show(endpoint, functions, follow=follow)
+    except (BotoCoreError, ClientError) as exc:
+        raise _fail(f"the local stack at {endpoint}: {exc}") from None
 
 
 class _SweeperWakesThem:

@@ -1,13 +1,15 @@
 """`make run`: the whole stack on this machine, no Docker.
 
 Embedded PostgreSQL (or DATABASE_URL), MiniStack on 127.0.0.1:<port>, then the real `sam build` and `sam deploy`
-of template.yaml into it. MiniStack and SAM CLI pin conflicting botocore versions, so each lives in its own
+of template.yaml into it; then it pushes each saved change under functions/ and layers/common/ into the stack
+(local_sync.py) until Ctrl-C. MiniStack and SAM CLI pin conflicting botocore versions, so each lives in its own
 virtual environment under .local/tools/, made by the Makefile at the versions it pins.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -15,11 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from aitasks.adapters.migrate import migrate
@@ -29,7 +34,11 @@ from aitasks.application.auth import Authenticate, CreateApiKey, SetTier
 from aitasks.domain.errors import AitasksError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import DEFAULT_TIER
+from aitasks.local_sync import FUNCTIONS, LAYER, CodeSync, changed_code
 from aitasks.settings import get_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LOCAL = Path(".local")
 TOOLS = LOCAL / "tools"
@@ -255,7 +264,75 @@ def skip_usage_plan_keys(endpoint: str, api_id: str) -> None:
             )
 
 
-def run(port: int = 4566, database_url: str | None = None) -> int:
+class _TemplateLoader(yaml.SafeLoader):
+    """Reads template.yaml with its CloudFormation tags (!Ref, !If, ...) as None: only plain properties are read."""
+
+
+def _ignore_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> None:
+    return None
+
+
+_TemplateLoader.add_multi_constructor("!", _ignore_tag)
+
+
+@dataclass(frozen=True)
+class StackCode:
+    """Where the deployed stack's code comes from."""
+
+    functions: dict[str, str]  # the directory under functions/ -> the deployed function's name
+    layer_arn: str  # the common layer's deployed version
+    layer_build: Path  # what `sam build` made of layers/common
+
+
+def stack_code(endpoint: str) -> StackCode:
+    """The deployed functions and layer, matched to their sources through template.yaml."""
+    resources = yaml.load(Path("template.yaml").read_text(), Loader=_TemplateLoader)["Resources"]
+    cloudformation = aws_client("cloudformation", endpoint)
+    deployed = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cloudformation.describe_stack_resources(StackName=STACK)["StackResources"]
+    }
+    functions = {
+        Path(r["Properties"]["CodeUri"]).name: deployed[logical_id]
+        for logical_id, r in resources.items()
+        if r["Type"] == "AWS::Serverless::Function" and logical_id in deployed
+    }
+    [layer] = [logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::Serverless::LayerVersion"]
+    # SAM appends a hash of the layer's content to its logical id.
+    [layer_arn] = [arn for logical_id, arn in deployed.items() if logical_id.startswith(layer) and ":layer:" in arn]
+    return StackCode(functions, layer_arn, Path(".aws-sam/build") / layer)
+
+
+def watch_code(endpoint: str, stop: threading.Event) -> None:
+    """Push each saved change under functions/ and layers/common/ into the stack until `stop` is set."""
+    import watchfiles
+
+    try:
+        code = stack_code(endpoint)
+        sync = CodeSync(aws_client("lambda", endpoint), code.functions, code.layer_arn, code.layer_build)
+    except Exception as exc:  # the stack runs on without the watch loop
+        say(f"not watching: the deployed code or its build was not found ({exc!r})")
+        return
+    say(f"watching {FUNCTIONS}/ and {LAYER}/ (`--no-watch` turns it off)")
+    for changes in watchfiles.watch(FUNCTIONS, LAYER, stop_event=stop):
+        functions, layer = changed_code(Path(os.path.relpath(path)) for _, path in changes)
+        if layer:
+            _push(str(LAYER), sync.layer)
+        for name in sorted(functions):
+            _push(name, functools.partial(sync.function, name))
+
+
+def _push(name: str, push: Callable[[], None]) -> None:
+    started = time.monotonic()
+    try:
+        push()
+    except Exception as exc:  # reported; the stack and the watch loop go on, the next save tries again
+        say(f"sync of {name} failed: {exc}")
+    else:
+        say(f"synced {name} ({time.monotonic() - started:.1f} s)")
+
+
+def run(port: int = 4566, database_url: str | None = None, watch: bool = True) -> int:
     started = time.monotonic()
     LOCAL.mkdir(exist_ok=True)
     log = LOCAL / "stack.log"
@@ -265,6 +342,7 @@ def run(port: int = 4566, database_url: str | None = None) -> int:
     endpoint = f"http://127.0.0.1:{port}"
     ministack: subprocess.Popen[bytes] | None = None
     server: Any = None
+    stop_watching = threading.Event()
     try:
         url, server = start_postgres(database_url)
         try:
@@ -286,12 +364,15 @@ def run(port: int = 4566, database_url: str | None = None) -> int:
         print(f"  Dashboard: {api_url.removesuffix('api/v1')} (it asks for the key)\n", flush=True)
         print('  curl -H "Authorization: Bearer $(cat .local/api_key)" "$(cat .local/api_url)/health"\n', flush=True)
         say("ready; Ctrl-C stops everything")
+        if watch:
+            threading.Thread(target=watch_code, args=(endpoint, stop_watching), name="watch", daemon=True).start()
         _wait_for_signal(ministack)
         return 0
     except StackError as exc:
         say(f"error: {exc}")
         return 1
     finally:
+        stop_watching.set()
         if ministack is not None and ministack.poll() is None:
             say("stopping MiniStack")
             os.killpg(ministack.pid, signal.SIGTERM)
