@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,7 +124,12 @@ def start_ministack(port: int, log: Path) -> subprocess.Popen[bytes]:
     if not binary.exists():
         raise StackError(f"{binary} is missing: run `make run` (it installs the local tools)")
     env = aws_env(f"http://127.0.0.1:{port}")
-    env.update(GATEWAY_PORT=str(port), MINISTACK_HOST="127.0.0.1", LAMBDA_EXECUTOR="local")
+    # MiniStack unpacks every function worker (code and layer) into a temporary folder and leaves it behind when
+    # it stops: keep them in one folder of ours, emptied at each start, instead of piling up in /tmp.
+    scratch = (LOCAL / "ministack-tmp").resolve()
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    env.update(GATEWAY_PORT=str(port), MINISTACK_HOST="127.0.0.1", LAMBDA_EXECUTOR="local", TMPDIR=str(scratch))
     say(f"MiniStack: starting on 127.0.0.1:{port} (log: {log})")
     proc = subprocess.Popen(
         [str(binary)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
