@@ -12,9 +12,10 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
 
 import httpx2
@@ -28,6 +29,7 @@ from aitasks.adapters.api_client import AitasksApi, ApiProblem, ApiUnreachableEr
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
+T = TypeVar("T")
 LOCAL_DIR = Path(".local")
 TERMINAL = {TaskStatus.SUCCEEDED, TaskStatus.DEAD_LETTER, TaskStatus.CANCELLED}
 STATUS_STYLE = {
@@ -79,6 +81,15 @@ def _api(api_url: str | None, api_key: str | None) -> AitasksApi:
         err.print(f"error: the API URL must start with http:// or https://, not {url!r}")
         raise typer.Exit(EXIT_USAGE)
     return AitasksApi(url, _setting(api_key, "api_key", "api key"), transport=transport)
+
+
+def _call(api_url: str | None, api_key: str | None, request: Callable[[AitasksApi], T]) -> T:
+    """One request to the API; a problem or an unreachable API ends the command with its exit code."""
+    with _api(api_url, api_key) as api:
+        try:
+            return request(api)
+        except (ApiProblem, ApiUnreachableError) as exc:
+            _fail(exc)
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -255,11 +266,7 @@ def _print_artifact(artifact: dict[str, Any]) -> None:
 @app.command("get")
 def get(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """One task: status, attempts so far, tokens and cost."""
-    with _api(api_url, api_key) as api:
-        try:
-            task = api.get(str(task_id))
-        except (ApiProblem, ApiUnreachableError) as exc:
-            _fail(exc)
+    task = _call(api_url, api_key, lambda api: api.get(str(task_id)))
     if as_json:
         _print_json(task)
         return
@@ -318,11 +325,11 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """Your tasks, newest first, a page at a time."""
-    with _api(api_url, api_key) as api:
-        try:
-            result = api.list(statuses=[s.value for s in status or []], types=type_, page=page, page_size=page_size)
-        except (ApiProblem, ApiUnreachableError) as exc:
-            _fail(exc)
+    result = _call(
+        api_url,
+        api_key,
+        lambda api: api.list(statuses=[s.value for s in status or []], types=type_, page=page, page_size=page_size),
+    )
     if as_json:
         _print_json({"items": result.items, "total": result.total, "page": page, "pageSize": page_size})
         return
@@ -335,11 +342,7 @@ def list_(
 @app.command("cancel")
 def cancel(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Cancel a task: at once if it is not running, else its executor stops the run."""
-    with _api(api_url, api_key) as api:
-        try:
-            task = api.cancel(str(task_id))
-        except (ApiProblem, ApiUnreachableError) as exc:
-            _fail(exc)
+    task = _call(api_url, api_key, lambda api: api.cancel(str(task_id)))
     if as_json:
         _print_json(task)
     elif task["status"] == TaskStatus.CANCELLED:
@@ -351,11 +354,7 @@ def cancel(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_j
 @app.command("attempts")
 def attempts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Every attempt: model, tokens, cost, latency and error."""
-    with _api(api_url, api_key) as api:
-        try:
-            rows = api.attempts(str(task_id))
-        except (ApiProblem, ApiUnreachableError) as exc:
-            _fail(exc)
+    rows = _call(api_url, api_key, lambda api: api.attempts(str(task_id)))
     if as_json:
         _print_json(rows)
         return
@@ -373,11 +372,7 @@ def attempts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as
 @app.command("artifacts")
 def artifacts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """The task's outputs (JSON output pretty-printed)."""
-    with _api(api_url, api_key) as api:
-        try:
-            rows = api.artifacts(str(task_id))
-        except (ApiProblem, ApiUnreachableError) as exc:
-            _fail(exc)
+    rows = _call(api_url, api_key, lambda api: api.artifacts(str(task_id)))
     if as_json:
         _print_json(rows)
         return
