@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -15,7 +15,7 @@ from aitasks import bootstrap
 from aitasks.application.ports import WakeUp
 
 logger = Logger()
-tracer = Tracer()
+tracer = bootstrap.tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     retention_enabled: bool = Field(default=False, description="the sweeper prunes finished tasks")
     retention_days: int = Field(default=30, ge=1, description="finished tasks are kept this long")
     outbox_retention_days: int = Field(default=7, ge=1, description="published events are kept this long")
+    powertools_trace_disabled: bool = Field(default=False, description="Powertools Tracer off (no X-Ray daemon)")
+    lambda_task_root: str | None = Field(default=None, description="set by Lambda; Powertools traces only there")
+
+    @property
+    def tracing(self) -> bool:
+        """Whether Powertools' Tracer would trace (it turns itself off outside Lambda)."""
+        return not self.powertools_trace_disabled and self.lambda_task_root is not None
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

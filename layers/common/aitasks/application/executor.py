@@ -13,8 +13,6 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from jsonschema import Draft202012Validator
-
 from aitasks.application.ai import AiError, AiRequest, AiResult
 from aitasks.application.ports import Artifact, RunOutcome
 from aitasks.application.tasks import utc_now
@@ -243,6 +241,8 @@ class RunTask:
 
 def _valid_json(text: str, schema: dict[str, object]) -> str:
     """The answer as compact JSON if it parses and matches the task's schema; else a retryable invalid_output."""
+    from jsonschema import Draft202012Validator  # only extract tasks need it: kept off the cold start
+
     try:
         value = json.loads(text)
     except ValueError as exc:
