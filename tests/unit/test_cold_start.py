@@ -13,11 +13,11 @@ from aws_lambda_powertools import Tracer
 
 from aitasks import bootstrap
 from aitasks.adapters.tracing import NoTracing
-from aitasks.settings import Settings
+from aitasks.settings import Settings, get_settings
 
 ROOT = Path(__file__).parents[2]
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
-HEAVY = ("aws_xray_sdk.core", "boto3", "jsonschema", "openai", "psycopg")
+HEAVY = ("aws_xray_sdk.core", "boto3", "jsonschema", "openai", "psycopg", "pydantic_settings")
 
 _PROBE = """
 import importlib.util, json, sys
@@ -47,6 +47,18 @@ def test_importing_a_function_loads_no_sdk_no_schema_validator_and_no_database_d
     # The X-Ray SDK (tracing off), boto3 and psycopg (built on first use), jsonschema (only extract tasks), the
     # OpenAI SDK (only its provider): none of them at import.
     assert loaded_by(*FUNCTIONS) == []
+
+
+def test_settings_come_from_the_environment_by_lower_cased_name(monkeypatch) -> None:
+    monkeypatch.setenv("LEASE_SECONDS", "200")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert (settings.lease_seconds, settings.tracing) == (200, True)
+    finally:
+        get_settings.cache_clear()
 
 
 def test_tracing_runs_only_in_lambda_and_when_not_turned_off() -> None:
