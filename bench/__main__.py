@@ -34,7 +34,7 @@ FULL: dict[str, dict[str, Any]] = {
     "create": {"rounds": 6, "per_round": 150, "warmup": 50, "profile_requests": 200},
     "execute": {"n": 2000, "concurrency": 8, "rounds": 4, "warmup": 3, "relay_n": 200},
     "query": {"tasks": 1_000_000, "tenants": 100, "rounds": 4, "per_round": 50},
-    "cold_start": {"repeat": 10, "functions": FUNCTIONS, "warmup": True},
+    "cold_start": {"repeat": 12, "functions": FUNCTIONS, "warmup": True},
     "end_to_end": {"n": 200, "concurrency": 8, "port": 4588},
     "memory": {"runs": 3},
 }

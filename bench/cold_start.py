@@ -27,7 +27,7 @@ TARGETS = {**dict.fromkeys(API, 1.5), "executor": 2.0}
 
 _FUNCTION = """
 import time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("app", "functions/{name}/app.py")
 module = importlib.util.module_from_spec(spec)
@@ -40,7 +40,7 @@ t2 = time.perf_counter()
 """
 _FLOOR = """
 import time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import boto3, psycopg
 t1 = time.perf_counter()
 boto3.client("sqs")
@@ -49,7 +49,7 @@ t2 = time.perf_counter()
 """
 _XRAY = """
 import boto3, time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import aws_xray_sdk.core
 t1 = t2 = time.perf_counter()
 """
@@ -57,7 +57,7 @@ _REPORT = """
 import json
 heavy = [m for m in ("openai", "boto3", "jsonschema", "aws_xray_sdk.core", "httpx") if m in sys.modules]
 print(json.dumps({"import_ms": (t1 - t0) * 1000, "total_ms": (t2 - t0) * 1000, "modules": len(sys.modules),
-                  "heavy": heavy}))
+                  "cpu_ms": (time.process_time() - c0) * 1000, "heavy": heavy}))
 """
 
 
@@ -86,11 +86,15 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         for name, code in codes.items():
             runs[name].append(_once(code, env))
     floor = percentile([r["total_ms"] for r in runs["floor"]], 50)
+    floor_cpu = percentile([r["cpu_ms"] for r in runs["floor"]], 50)
     result: dict[str, Any] = {"repeat": config["repeat"], "floor_ms": round(floor, 1), "functions": {}}
     for name, samples in runs.items():
         total = percentile([r["total_ms"] for r in samples], 50)
+        cpu = percentile([r["cpu_ms"] for r in samples], 50)
         entry = {
             "median_ms": round(total, 1),
+            "cpu_median_ms": round(cpu, 1),
+            "cpu_ratio": round(cpu / floor_cpu, 3),
             "import_median_ms": round(percentile([r["import_ms"] for r in samples], 50), 1),
             "ratio": round(total / floor, 3),
             "modules": samples[-1]["modules"],

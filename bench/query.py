@@ -176,10 +176,11 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         samples: dict[str, dict[str, list[float]]] = {read: {"ours": [], "baseline": []} for read in READS}
         for r in range(rounds):
             batch = pairs[10 + r * per_round : 10 + (r + 1) * per_round]
-            for key, side in (("ours", ours), ("baseline", base))[:: 1 if r % 2 == 0 else -1]:
-                for read in READS:
-                    calls = [side.request(read, tenant, task_id) for tenant, task_id in batch]  # type: ignore[attr-defined]
-                    for call in calls:
+            for read in READS:
+                for tenant, task_id in batch:
+                    # request by request, in ABBA order: a busy moment of a shared machine falls on both sides
+                    for key, side in (("ours", ours), ("baseline", base))[:: 1 if r % 2 == 0 else -1]:
+                        call = side.request(read, tenant, task_id)  # type: ignore[attr-defined]
                         t0 = time.perf_counter()
                         call()
                         samples[read][key].append(time.perf_counter() - t0)
