@@ -191,6 +191,11 @@ def _skipped(add: Any, title: str, r: dict[str, Any] | None) -> bool:
     if "error" in r or "skipped" in r:
         add(f"Not measured: {r.get('error') or r.get('skipped')}\n")
         return True
+    if "machine_busy_cores" in r:
+        add(
+            f"_{r['seconds']:.0f} s; the machine's cores were busy {r['machine_busy_cores']:.1f} on average meanwhile "
+            f"(this scenario's work and anyone else's: the machine is shared)._\n"
+        )
     return False
 
 
