@@ -11,7 +11,7 @@ SAM := $(TOOLS)/sam/bin/sam
 MINISTACK := $(TOOLS)/ministack/bin/ministack
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run demo logs test test-unit test-integration test-e2e lint format validate build openapi check clean
+.PHONY: run demo logs test test-unit test-integration test-e2e bench lint format validate build openapi check clean
 
 $(BIN)/aitasks: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ test-integration: $(BIN)/aitasks
 
 test-e2e: tools
 	$(BIN)/pytest tests/e2e
+
+## bench: each scenario against its baseline, in one run; writes docs/benchmarks.md and bench/results.json
+## (about ten minutes; not part of `make test` or `make check`)
+bench: tools
+	$(BIN)/python -m bench
 
 lint: $(BIN)/aitasks
 	$(BIN)/ruff check .

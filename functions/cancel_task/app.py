@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,7 +18,7 @@ from aitasks.http.models import TaskView
 from aitasks.http.openapi import responses
 
 logger = Logger()
-tracer = Tracer()
+tracer = bootstrap.tracer()
 app = APIGatewayRestResolver(enable_validation=True)
 app.use([require_json])
 problems.install(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.logging import correlation_paths
@@ -19,7 +19,7 @@ from aitasks.http.models import CreateTaskRequest, TaskView
 from aitasks.http.openapi import responses
 
 logger = Logger()
-tracer = Tracer()
+tracer = bootstrap.tracer()
 app = APIGatewayRestResolver(enable_validation=True)
 app.use([require_json])
 problems.install(app)

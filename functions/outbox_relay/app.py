@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aitasks import bootstrap
 
 logger = Logger()
-tracer = Tracer()
+tracer = bootstrap.tracer()
 metrics = Metrics()
 
 

@@ -7,7 +7,7 @@ from importlib import resources
 from typing import Annotated, Any
 from uuid import UUID
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -21,7 +21,7 @@ from aitasks.http.openapi import responses
 from aitasks.http.paging import link_header
 
 logger = Logger()
-tracer = Tracer()
+tracer = bootstrap.tracer()
 app = APIGatewayRestResolver(enable_validation=True)
 problems.install(app)
 

@@ -134,3 +134,19 @@ def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(fak
     for bad in (None, "Bearer ait_bad", "Basic ait_good", "Bearer"):
         with pytest.raises(Exception, match=r"^Unauthorized$"):
             handler(event(bad), lambda_context)
+
+
+def test_the_executor_publishes_a_batchs_counts_and_totals_once_and_each_runs_latency(
+    fakes, lambda_context, capsys
+) -> None:
+    create = rest_event("POST", "/api/v1/tasks", body=BODY)
+    ids = [call("create_task", create, lambda_context)[2]["id"] for _ in "abc"]
+    capsys.readouterr()
+    event = sqs_event(*(json.dumps({"taskId": i, "attempt": 1}) for i in ids))
+    assert load_handler("executor").lambda_handler(event, lambda_context) == {"batchItemFailures": []}
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    attempts = [m for m in emf if "Attempts" in m]
+    assert [(m["outcome"], m["Attempts"]) for m in attempts] == [("succeeded", [3])]  # one count a batch
+    batch = next(m for m in emf if "ModelLatency" in m)
+    assert len(batch["ModelLatency"]) == len(batch["QueueToStartDelay"]) == 3  # one value a run: percentiles
+    assert len(batch["TokensIn"]) == len(batch["CostUSD"]) == 1 and batch["TokensIn"][0] > 0  # one total a batch

@@ -3,6 +3,7 @@ keep the lease."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,3 +66,15 @@ def test_a_lease_that_cannot_be_renewed_ends_in_a_retryable_failure_not_a_cancel
     report = run(FlakyLeases(failures=10_000), lease_s=1, latency_ms=3_000)
     assert report.task.status is TaskStatus.FAILED
     assert (report.outcome.error_code, report.outcome.attempt_status) == ("connection", "failed")
+
+
+def test_model_calls_reuse_an_idle_thread() -> None:
+    # given: runs one after another, as an executor environment makes them
+    repo = InMemoryTaskRepository()
+    before = [t for t in threading.enumerate() if t.name == "model-call"]
+    # when
+    for _ in range(20):
+        assert run(repo, lease_s=150, latency_ms=0).task.status is TaskStatus.SUCCEEDED
+    # then: starting a thread per call cost more than a fast call; one thread serves them all
+    after = [t for t in threading.enumerate() if t.name == "model-call"]
+    assert len(after) <= len(before) + 1

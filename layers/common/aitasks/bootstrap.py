@@ -10,49 +10,23 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aitasks.adapters.cloudformation import respond
-from aitasks.adapters.eventbridge import EventBridgePublisher
-from aitasks.adapters.idempotency import PostgresIdempotencyStore, idempotent_call
-from aitasks.adapters.migrate import migrate
-from aitasks.adapters.postgres import (
-    ConnectionProvider,
-    PostgresApiKeyRepository,
-    PostgresConnectionRegistry,
-    PostgresOutbox,
-    PostgresRetention,
-    PostgresTaskRepository,
-    PostgresTicketStore,
-    connect,
-    database_url_from_secret,
-)
-from aitasks.adapters.scheduler import EventBridgeScheduler
-from aitasks.adapters.sqs import SqsWorkQueue
-from aitasks.adapters.websocket import ApiGatewayPusher
-from aitasks.application.ai import DEFAULT_PRICES, PriceTable
-from aitasks.application.auth import Authenticate
-from aitasks.application.dispatch import Dispatcher
-from aitasks.application.events import RelayOutbox
-from aitasks.application.executor import DeadLetterTask, RunTask
-from aitasks.application.live import Connect, Disconnect, IssueTicket, Notify, RedeemTicket
-from aitasks.application.maintenance import Prune, RedriveTask, Sweep
-from aitasks.application.tasks import (
-    CancelTask,
-    CreateTask,
-    GetArtifacts,
-    GetAttempts,
-    GetHistory,
-    GetTask,
-    ListTasks,
-)
-from aitasks.domain.retry import RetryPolicy
 from aitasks.settings import get_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from aws_lambda_powertools import Tracer
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from aitasks.application.ai import AiProvider
+    from aitasks.adapters.idempotency import PostgresIdempotencyStore
+    from aitasks.adapters.postgres import ConnectionProvider
+    from aitasks.application.ai import AiProvider, PriceTable
+    from aitasks.application.auth import Authenticate
+    from aitasks.application.dispatch import Dispatcher
+    from aitasks.application.events import RelayOutbox
+    from aitasks.application.executor import DeadLetterTask, RunTask
+    from aitasks.application.live import Connect, Disconnect, IssueTicket, Notify, RedeemTicket
+    from aitasks.application.maintenance import Prune, RedriveTask, Sweep
     from aitasks.application.ports import (
         ApiKeyRepository,
         ConnectionRegistry,
@@ -64,8 +38,19 @@ if TYPE_CHECKING:
         TicketStore,
         WorkQueue,
     )
+    from aitasks.application.tasks import (
+        CancelTask,
+        CreateTask,
+        GetArtifacts,
+        GetAttempts,
+        GetHistory,
+        GetTask,
+        ListTasks,
+    )
     from aitasks.domain.task import TenantId
 
+# Adapters and use cases are imported by the builders that need them, not here: a function's cold start loads
+# only what its own requests use (the query function, say, never loads boto3 or the idempotency utility).
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +60,8 @@ def database_url() -> str:
     if settings.database_url:
         return settings.database_url
     if settings.database_secret_arn:
+        from aitasks.adapters.postgres import database_url_from_secret
+
         return database_url_from_secret(
             settings.database_secret_arn,
             max_age_s=settings.database_secret_max_age_s,
@@ -87,31 +74,43 @@ def database_url() -> str:
 
 @functools.cache
 def connection() -> ConnectionProvider:
+    from aitasks.adapters.postgres import ConnectionProvider
+
     return ConnectionProvider(database_url)
 
 
 @functools.cache
 def task_repository() -> TaskRepository:
+    from aitasks.adapters.postgres import PostgresTaskRepository
+
     return PostgresTaskRepository(connection())
 
 
 @functools.cache
 def task_queries() -> TaskQueries:
+    from aitasks.adapters.postgres import PostgresTaskRepository
+
     return PostgresTaskRepository(connection())
 
 
 @functools.cache
 def idempotency_store() -> PostgresIdempotencyStore:
+    from aitasks.adapters.idempotency import PostgresIdempotencyStore
+
     return PostgresIdempotencyStore(connection())
 
 
 @functools.cache
 def api_key_repository() -> ApiKeyRepository:
+    from aitasks.adapters.postgres import PostgresApiKeyRepository
+
     return PostgresApiKeyRepository(connection())
 
 
 @functools.cache
 def work_queue() -> WorkQueue:
+    from aitasks.adapters.sqs import SqsWorkQueue
+
     url = get_settings().work_queue_url
     if not url:
         raise RuntimeError("WORK_QUEUE_URL is not set")
@@ -146,6 +145,8 @@ def openai_api_key() -> str:
 
 @functools.cache
 def prices() -> PriceTable:
+    from aitasks.application.ai import DEFAULT_PRICES
+
     overrides = get_settings().ai_prices_json
     return DEFAULT_PRICES.with_overrides(overrides) if overrides else DEFAULT_PRICES
 
@@ -156,17 +157,25 @@ def scheduler() -> Scheduler | None:
     settings = get_settings()
     if not (settings.schedule_group_name and settings.work_queue_arn and settings.scheduler_role_arn):
         return None
+    from aitasks.adapters.scheduler import EventBridgeScheduler
+
     return EventBridgeScheduler(settings.schedule_group_name, settings.work_queue_arn, settings.scheduler_role_arn)
 
 
 def dispatcher() -> Dispatcher:
+    from aitasks.application.dispatch import Dispatcher
+
     return Dispatcher(work_queue(), scheduler(), max_queue_delay_s=get_settings().max_queue_delay_seconds)
 
 
 @functools.cache
 def event_publisher() -> EventPublisher | None:
     bus = get_settings().event_bus_name
-    return EventBridgePublisher(bus) if bus else None
+    if not bus:
+        return None
+    from aitasks.adapters.eventbridge import EventBridgePublisher
+
+    return EventBridgePublisher(bus)
 
 
 @functools.cache
@@ -174,10 +183,17 @@ def inline_event_publisher() -> EventPublisher | None:
     """For the relay right after a request: one try and a one-second timeout, so a slow bus costs a request at
     most about a second; what it leaves is the scheduled relay's."""
     bus = get_settings().event_bus_name
-    return EventBridgePublisher(bus, tries=1, timeout_s=1) if bus else None
+    if not bus:
+        return None
+    from aitasks.adapters.eventbridge import EventBridgePublisher
+
+    return EventBridgePublisher(bus, tries=1, timeout_s=1)
 
 
 def relay_outbox() -> RelayOutbox | None:
+    from aitasks.adapters.postgres import PostgresOutbox
+    from aitasks.application.events import RelayOutbox
+
     publisher = event_publisher()
     return RelayOutbox(PostgresOutbox(connection()), publisher) if publisher else None
 
@@ -188,6 +204,9 @@ def publish_events_soon(budget_s: float = 1.0) -> None:
     publisher = inline_event_publisher()
     if publisher is None:
         return
+    from aitasks.adapters.postgres import PostgresOutbox
+    from aitasks.application.events import RelayOutbox
+
     try:
         RelayOutbox(PostgresOutbox(connection()), publisher, batch_size=20)(budget_s=budget_s, max_batches=1)
     except Exception:
@@ -195,22 +214,33 @@ def publish_events_soon(budget_s: float = 1.0) -> None:
 
 
 def create_task() -> CreateTask:
+    from aitasks.application.tasks import CreateTask
+
     return CreateTask(task_repository(), dispatcher(), allow_fake=get_settings().ai_provider == "fake")
 
 
 def get_task() -> GetTask:
+    from aitasks.application.tasks import GetTask
+
     return GetTask(task_repository())
 
 
 def cancel_task() -> CancelTask:
+    from aitasks.application.tasks import CancelTask
+
     return CancelTask(task_repository(), dispatcher())
 
 
 def redrive_task() -> RedriveTask:
+    from aitasks.application.maintenance import RedriveTask
+
     return RedriveTask(task_repository(), dispatcher())
 
 
 def prune() -> Prune:
+    from aitasks.adapters.postgres import PostgresRetention
+    from aitasks.application.maintenance import Prune
+
     settings = get_settings()
     return Prune(
         PostgresRetention(connection()),
@@ -221,32 +251,46 @@ def prune() -> Prune:
 
 
 def sweep() -> Sweep:
+    from aitasks.application.maintenance import Sweep
+
     return Sweep(task_repository(), dispatcher(), prune(), grace_s=get_settings().sweeper_grace_seconds)
 
 
 def list_tasks() -> ListTasks:
+    from aitasks.application.tasks import ListTasks
+
     return ListTasks(task_queries())
 
 
 def get_attempts() -> GetAttempts:
+    from aitasks.application.tasks import GetAttempts
+
     return GetAttempts(task_queries())
 
 
 def get_artifacts() -> GetArtifacts:
+    from aitasks.application.tasks import GetArtifacts
+
     return GetArtifacts(task_queries())
 
 
 def get_history() -> GetHistory:
+    from aitasks.application.tasks import GetHistory
+
     return GetHistory(task_queries())
 
 
 @functools.cache
 def ticket_store() -> TicketStore:
+    from aitasks.adapters.postgres import PostgresTicketStore
+
     return PostgresTicketStore(connection())
 
 
 @functools.cache
 def connection_registry() -> ConnectionRegistry:
+    from aitasks.adapters.postgres import PostgresConnectionRegistry
+
     return PostgresConnectionRegistry(connection())
 
 
@@ -259,26 +303,38 @@ def websocket_url() -> str:
 
 @functools.cache
 def pusher() -> MessagePusher:
+    from aitasks.adapters.websocket import ApiGatewayPusher
+
     return ApiGatewayPusher(websocket_url())
 
 
 def issue_ticket() -> IssueTicket:
+    from aitasks.application.live import IssueTicket
+
     return IssueTicket(ticket_store())
 
 
 def redeem_ticket() -> RedeemTicket:
+    from aitasks.application.live import RedeemTicket
+
     return RedeemTicket(ticket_store())
 
 
 def open_connection() -> Connect:
+    from aitasks.application.live import Connect
+
     return Connect(connection_registry())
 
 
 def close_connection() -> Disconnect:
+    from aitasks.application.live import Disconnect
+
     return Disconnect(connection_registry())
 
 
 def notify() -> Notify:
+    from aitasks.application.live import Notify
+
     return Notify(connection_registry(), pusher())
 
 
@@ -294,12 +350,17 @@ def idempotently(
     """`fn()` once per tenant and Idempotency-Key (no key: just `fn()`); True when the result is a replay."""
     if key is None:
         return fn(), False
+    from aitasks.adapters.idempotency import idempotent_call
+
     return idempotent_call(
         idempotency_store(), fn, scope=scope, key=f"{tenant_id}:{key}", payload=payload, lambda_context=lambda_context
     )
 
 
 def run_task() -> RunTask:
+    from aitasks.application.executor import RunTask
+    from aitasks.domain.retry import RetryPolicy
+
     settings = get_settings()
     return RunTask(
         task_repository(),
@@ -315,17 +376,40 @@ def run_task() -> RunTask:
 
 
 def dead_letter_task() -> DeadLetterTask:
+    from aitasks.application.executor import DeadLetterTask
+
     return DeadLetterTask(task_repository())
 
 
 def migrate_database() -> list[str]:
     """Apply pending migrations (the deploy's custom resource); the names of those applied."""
+    from aitasks.adapters.migrate import migrate
+    from aitasks.adapters.postgres import connect
+
     with connect(database_url(), application_name="aitasks-migrate") as conn:
         return [f"{m.version:04d}_{m.name}" for m in migrate(conn)]
 
 
-report_to_cloudformation = respond
+def report_to_cloudformation(event: dict[str, Any], **outcome: Any) -> None:
+    """Answer the deploy's custom resource (see adapters/cloudformation.respond)."""
+    from aitasks.adapters.cloudformation import respond
+
+    respond(event, **outcome)
+
+
+def tracer() -> Tracer:
+    """Powertools' Tracer; when it would not trace (tracing off, or outside Lambda), one on a provider that records
+    nothing, so that the X-Ray SDK is not loaded (adapters/tracing.py)."""
+    from aws_lambda_powertools import Tracer
+
+    if get_settings().tracing:
+        return Tracer()
+    from aitasks.adapters.tracing import NoTracing
+
+    return Tracer(provider=NoTracing(), disabled=True)
 
 
 def authenticate() -> Authenticate:
+    from aitasks.application.auth import Authenticate
+
     return Authenticate(api_key_repository())

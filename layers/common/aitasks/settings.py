@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Env vars hold names and addresses (a secret's ARN, a queue URL); secret values are fetched at run time.
 
     A missing setting is reported when the resource is first needed, not at import: the health route and the
     tests of pure handlers need no database.
     """
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     database_url: str | None = Field(default=None, description="libpq URL; wins over DATABASE_SECRET_ARN")
     database_secret_arn: str | None = Field(default=None, description="Secrets Manager secret in RDS format")
@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     retention_enabled: bool = Field(default=False, description="the sweeper prunes finished tasks")
     retention_days: int = Field(default=30, ge=1, description="finished tasks are kept this long")
     outbox_retention_days: int = Field(default=7, ge=1, description="published events are kept this long")
+    powertools_trace_disabled: bool = Field(default=False, description="Powertools Tracer off (no X-Ray daemon)")
+    lambda_task_root: str | None = Field(default=None, description="set by Lambda; Powertools traces only there")
+
+    @property
+    def tracing(self) -> bool:
+        """Whether Powertools' Tracer would trace (it turns itself off outside Lambda)."""
+        return not self.powertools_trace_disabled and self.lambda_task_root is not None
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:
@@ -56,4 +63,6 @@ class Settings(BaseSettings):
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings()
+    """The environment, each variable under its lower-cased name (what pydantic-settings would read, without its
+    import: about 40 ms of every cold start), validated as the model says."""
+    return Settings.model_validate({name.lower(): value for name, value in os.environ.items()})

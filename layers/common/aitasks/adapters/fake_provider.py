@@ -12,8 +12,6 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
 from aitasks.application.ai import AiError, AiRequest, AiResult, FakeParams, Usage
@@ -94,6 +92,9 @@ def _answer(request: AiRequest) -> str:
         head = " ".join(words[:30])
         return f"summary of {len(words)} tokens: {head}{' ...' if len(words) > 30 else ''}"
     if request.task_type == "extract":
+        from jsonschema import Draft202012Validator  # only extract needs it: kept off the cold start
+        from jsonschema.exceptions import SchemaError
+
         schema = request.params.get("schema")
         if not isinstance(schema, dict):
             raise AiError("bad_request", "extract needs a JSON Schema in params.schema")

@@ -8,12 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import queue
 import threading
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
-
-from jsonschema import Draft202012Validator
 
 from aitasks.application.ai import AiError, AiRequest, AiResult
 from aitasks.application.ports import Artifact, RunOutcome
@@ -46,11 +45,36 @@ class RunReport:
     queue_delay_ms: int
 
 
-@dataclasses.dataclass(slots=True)
-class _Signals:
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
-    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
-    lease_lost: threading.Event = dataclasses.field(default_factory=threading.Event)
+class _CallThreads:
+    """Daemon threads for model calls, kept for the next run: starting a thread per call cost more than a fast
+    model call does (docs/benchmarks.md). A call that was given up (cancel, timeout) keeps its thread until it
+    returns; the next run takes another one."""
+
+    def __init__(self) -> None:
+        self._idle: queue.SimpleQueue[queue.SimpleQueue[tuple[Callable[[], None], threading.Event]]] = (
+            queue.SimpleQueue()
+        )
+
+    def run(self, call: Callable[[], None], done: threading.Event) -> None:
+        """Run `call` on an idle thread (a new one if none is idle); `done` is set once it returned."""
+        try:
+            inbox = self._idle.get_nowait()
+        except queue.Empty:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="model-call", daemon=True).start()
+        inbox.put((call, done))
+
+    def _serve(self, inbox: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]]) -> None:
+        while True:
+            call, done = inbox.get()
+            try:
+                call()
+            finally:
+                self._idle.put(inbox)  # idle before done: the next run finds this thread
+                done.set()
+
+
+_CALLS = _CallThreads()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,7 +138,7 @@ class RunTask:
 
     def _run(self, task: Task, invocation_id: str, receipt_handle: str | None) -> RunOutcome:
         request = AiRequest.from_payload(task.type, task.payload, attempt_no=task.attempt_count)
-        signals = _Signals()
+        done = threading.Event()
         result: list[AiResult | AiError] = []
 
         def call() -> None:
@@ -125,26 +149,12 @@ class RunTask:
             except Exception as exc:  # a provider bug must not hang the run: record it as an unknown error
                 logger.exception("the provider raised something other than AiError")
                 result.append(AiError("unknown", f"{type(exc).__name__}: {exc}"))
-            finally:
-                signals.done.set()
 
         started = time.perf_counter()
-        worker = threading.Thread(target=call, name=f"model-{task.id}", daemon=True)
-        beat = threading.Thread(
-            target=self._heartbeat, args=(task, invocation_id, receipt_handle, signals), name="heartbeat", daemon=True
-        )
-        worker.start()
-        beat.start()
-        while not signals.done.wait(0.05):
-            if signals.cancel.is_set() or signals.lease_lost.is_set():
-                break
-            if time.perf_counter() - started > self.ai_timeout_s + 5:
-                result.append(AiError("timeout", "the provider did not return within its timeout"))
-                break
-        signals.done.set()  # stops the heartbeat
-        beat.join()
+        _CALLS.run(call, done)
+        stopped = self._wait(task, invocation_id, receipt_handle, done, started)
         elapsed_ms = round((time.perf_counter() - started) * 1000)
-        if not result and signals.cancel.is_set():
+        if not result and stopped == "cancel":
             # A cancelled call is abandoned (best effort): its tokens, if any, are not known here.
             return RunOutcome(
                 TaskStatus.CANCELLED,
@@ -154,6 +164,8 @@ class RunTask:
                 error_detail="cancelled while the model was working",
                 model=request.model,
             )
+        if not result and stopped == "timeout":
+            result.append(AiError("timeout", "the provider did not return within its timeout"))
         if not result:
             # The lease could not be kept: a retryable failure (if another run took the task over, the fenced
             # finish writes nothing anyway).
@@ -166,9 +178,21 @@ class RunTask:
                 answer = exc
         return self._failed(task, answer, elapsed_ms, request.model)
 
-    def _heartbeat(self, task: Task, invocation_id: str, receipt_handle: str | None, signals: _Signals) -> None:
+    def _wait(
+        self, task: Task, invocation_id: str, receipt_handle: str | None, done: threading.Event, started: float
+    ) -> str | None:
+        """Wait for the model call, renewing the lease every `heartbeat_s` (the heartbeat); None when the call
+        returned, else why the run stopped waiting: "cancel" (requested), "lease" (it could not be kept), "timeout"."""
+        deadline = started + self.ai_timeout_s + 5
+        next_beat = started + self.heartbeat_s
         held_until = self._lease_end(self.clock())
-        while not signals.done.wait(self.heartbeat_s):
+        while not done.wait(max(0.0, min(next_beat, deadline) - time.perf_counter())):
+            now = time.perf_counter()
+            if now >= deadline:
+                return "timeout"
+            if now < next_beat:
+                continue
+            next_beat = now + self.heartbeat_s
             until = self._lease_end(self.clock())
             try:
                 lease = self.tasks.extend_lease(
@@ -179,21 +203,19 @@ class RunTask:
                 # rather than race the run that takes it over.
                 logger.warning("could not renew the lease", exc_info=True, extra={"task_id": str(task.id)})
                 if self.clock() >= held_until:
-                    signals.lease_lost.set()
-                    return
+                    return "lease"
                 continue
             if lease is None:
-                signals.lease_lost.set()
-                return
+                return "lease"
             held_until = until
             if lease.cancel_requested:
-                signals.cancel.set()
-                return
+                return "cancel"
             if receipt_handle is not None:
                 try:
                     self.queue.extend_visibility(receipt_handle, self.lease_s * 2)
                 except Exception:
                     logger.warning("could not extend the message's visibility", exc_info=True)
+        return None
 
     def _succeeded(self, task: Task, answer: AiResult) -> RunOutcome:
         kind = REGISTRY[task.type].artifact_kind if task.type in REGISTRY else "text"
@@ -243,6 +265,8 @@ class RunTask:
 
 def _valid_json(text: str, schema: dict[str, object]) -> str:
     """The answer as compact JSON if it parses and matches the task's schema; else a retryable invalid_output."""
+    from jsonschema import Draft202012Validator  # only extract tasks need it: kept off the cold start
+
     try:
         value = json.loads(text)
     except ValueError as exc:

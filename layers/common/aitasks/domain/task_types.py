@@ -7,9 +7,6 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from aitasks.domain.errors import InvalidTaskError, PayloadTooLargeError
 
 MAX_INPUT_BYTES = 256 * 1024
@@ -30,6 +27,10 @@ def _needs_json_schema(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     schema = (payload.get("params") or {}).get("schema")
     if not isinstance(schema, dict):
         return [("payload.params.schema", "extract needs a JSON Schema (an object) in params.schema")]
+    # jsonschema is imported by the one check that needs it: it is a tenth of a cold start otherwise.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

@@ -1,0 +1,31 @@
+"""`make bench` runs: every scenario but the local stack's, with tiny sizes, against the test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_every_scenario_runs_and_the_report_has_its_section(server_url: str, tmp_path: Path) -> None:
+    results, report = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--results", str(results), "--report", str(report)],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": server_url},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr + results.with_suffix(".log").read_text()
+    scenarios = json.loads(results.read_text())["scenarios"]
+    assert set(scenarios) == {"create", "execute", "query", "cold_start", "memory"}
+    assert scenarios["execute"]["round_trips_per_task"] <= 3
+    text = report.read_text()
+    for title in ("Targets", "1. Create", "2. Execute", "3. Query", "4. Cold start", "6. Memory"):
+        assert f"\n## {title}\n" in text
