@@ -12,7 +12,7 @@ from moto import mock_aws
 from aitasks.adapters.memory import InMemoryTenantRepository, InMemoryUsagePlans
 from aitasks.adapters.usage_plans import ApiGatewayUsagePlans, plan_ids_from_outputs, stack_outputs
 from aitasks.application.auth import SetTier
-from aitasks.application.ports import UsageKeyNotFoundError
+from aitasks.application.ports import UsageKeyNotFoundError, UsagePlanConflictError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import Tier
 
@@ -109,3 +109,28 @@ def test_the_plans_come_from_the_stack_outputs(apigateway: tuple[Any, dict[Tier,
     cfn.create_stack(StackName="aitasks", TemplateBody=json.dumps(template))
 
     assert plan_ids_from_outputs(stack_outputs("aitasks", cfn)) == plan_ids
+
+
+def test_a_conflicting_attach_is_fine_when_the_key_landed_in_the_plan_and_an_error_otherwise(
+    apigateway: tuple[Any, dict[Tier, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, plan_ids = apigateway
+    plans = ApiGatewayUsagePlans("aitasks", plan_ids, client)
+    key_id, _ = plans.create_key(ACME)
+    real_create = client.create_usage_plan_key
+    conflict = client.exceptions.ConflictException({"Error": {"Code": "ConflictException"}}, "CreateUsagePlanKey")
+
+    def concurrent_attach_won(**kwargs: Any) -> Any:
+        real_create(**kwargs)  # the other attach got there first
+        raise conflict
+
+    monkeypatch.setattr(client, "create_usage_plan_key", concurrent_attach_won)
+    plans.attach(key_id, Tier.FREE)
+    assert _plans_holding(client, plan_ids, key_id) == {Tier.FREE}
+
+    def held_elsewhere(**kwargs: Any) -> Any:
+        raise conflict
+
+    monkeypatch.setattr(client, "create_usage_plan_key", held_elsewhere)
+    with pytest.raises(UsagePlanConflictError):
+        plans.attach(key_id, Tier.PRO)

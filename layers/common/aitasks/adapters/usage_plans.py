@@ -6,7 +6,6 @@ usageIdentifierKey, and API Gateway applies that plan's throttle and quota.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from aitasks.application.ports import UsageKeyNotFoundError, UsagePlanConflictError
@@ -46,11 +45,16 @@ class ApiGatewayUsagePlans:
             if other != tier and self._holds(plan_id, key_id):
                 self._client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
         plan_id = self._plan_ids[tier]
-        if not self._holds(plan_id, key_id):
-            with contextlib.suppress(self._client.exceptions.ConflictException):  # a concurrent attach, maybe
-                self._client.create_usage_plan_key(usagePlanId=plan_id, keyId=key_id, keyType="API_KEY")
-            if not self._holds(plan_id, key_id):  # the conflict was another plan of the stage holding it
-                raise UsagePlanConflictError(f"key {key_id} went into another tier's plan meanwhile; run it again")
+        if self._holds(plan_id, key_id):
+            return
+        try:
+            self._client.create_usage_plan_key(usagePlanId=plan_id, keyId=key_id, keyType="API_KEY")
+        except self._client.exceptions.ConflictException:
+            # A concurrent attach put it in this plan (fine), or another plan of the stage holds it.
+            if not self._holds(plan_id, key_id):
+                raise UsagePlanConflictError(
+                    f"key {key_id} went into another tier's plan meanwhile; run it again"
+                ) from None
 
     def _holds(self, plan_id: str, key_id: str) -> bool:
         try:
