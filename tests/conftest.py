@@ -25,9 +25,10 @@ class LambdaContext:
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:test"
     aws_request_id: str = "req-00000000"
     log_stream_name: str = "2026/11/24/[$LATEST]test"
+    remaining_ms: int = 300_000  # as long as the executor's timeout: time for every model call it starts
 
     def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+        return self.remaining_ms
 
 
 def rest_event(
@@ -67,6 +68,11 @@ def rest_event(
         "body": raw_body if raw_body is not None else (json.dumps(body) if body is not None else None),
         "isBase64Encoded": False,
     }
+
+
+def wake_up(tenant: str = "tenant-a", task_id: object = None) -> str:
+    """A work-queue message body (application/ports.WakeUp)."""
+    return json.dumps({"tenantId": tenant, **({"taskId": str(task_id)} if task_id else {})})
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:

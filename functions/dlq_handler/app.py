@@ -1,4 +1,5 @@
-"""Consumes the work queue's DLQ: a message that kept failing means its task is dead (reason `dlq`)."""
+"""Consumes the work queue's DLQ: a wake-up that kept failing. It is no verdict on a task (attempts in Postgres
+catch poison tasks): a task whose run died is closed, and waiting work gets a new wake-up."""
 
 from __future__ import annotations
 
@@ -23,14 +24,18 @@ def record_handler(record: SQSRecord) -> None:
     except ValidationError:
         logger.error("malformed message on the DLQ dropped", extra={"message_id": record.message_id})
         return
-    receive_count = record.attributes.approximate_receive_count
-    task = bootstrap.dead_letter_task()(
-        wake.task_id, attempt_no=wake.attempt, receive_count=int(receive_count) if receive_count else None
+    task = bootstrap.rescue_wakeup()(wake)
+    logger.warning(
+        "a wake-up reached the DLQ",
+        extra={
+            "task_id": str(wake.task_id),
+            "status": task.status if task else None,
+            "receive_count": record.attributes.approximate_receive_count,
+        },
     )
-    logger.info("dead-lettered" if task else "finished, or a stale message", extra={"task_id": str(wake.task_id)})
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

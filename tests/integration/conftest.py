@@ -16,9 +16,19 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from aitasks import bootstrap
 from aitasks.adapters.idempotency import PostgresIdempotencyStore
-from aitasks.adapters.memory import InMemoryWorkQueue
 from aitasks.adapters.migrate import migrate
-from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository, PostgresTaskRepository, connect
+from aitasks.adapters.postgres import (
+    ConnectionProvider,
+    PostgresApiKeyRepository,
+    PostgresConnectionRegistry,
+    PostgresLimitsRepository,
+    PostgresRetention,
+    PostgresTaskRepository,
+    PostgresTicketStore,
+    connect,
+)
+from aitasks.application.maintenance import Prune
+from tests.support.fakes import InMemoryPusher, InMemoryWorkQueue
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -77,8 +87,8 @@ def db(database_url: str) -> Iterator[ConnectionProvider]:
     """A connection provider to the migrated test database, with every table emptied first."""
     with connect(database_url) as conn:
         conn.execute(
-            "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys, tenants, idempotency_records,"
-            " websocket_tickets, websocket_connections"
+            "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys, tenants, tenant_limits,"
+            " idempotency_records, websocket_tickets, websocket_connections"
             " CASCADE"
         )
     provider = ConnectionProvider(lambda: database_url)
@@ -91,6 +101,7 @@ def wired(db: ConnectionProvider, monkeypatch: pytest.MonkeyPatch) -> Connection
     """bootstrap's repositories on the test database (the queue is left to the test)."""
     monkeypatch.setattr(bootstrap, "task_repository", lambda: PostgresTaskRepository(db))
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(db))
+    monkeypatch.setattr(bootstrap, "limits_repository", lambda: PostgresLimitsRepository(db))
     return db
 
 
@@ -115,10 +126,26 @@ def api(db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(bootstrap, "task_queries", lambda: PostgresTaskRepository(provider()))
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(provider()))
     monkeypatch.setattr(bootstrap, "idempotency_store", lambda: PostgresIdempotencyStore(provider()))
+    monkeypatch.setattr(bootstrap, "limits_repository", lambda: PostgresLimitsRepository(provider()))
+    monkeypatch.setattr(bootstrap, "ticket_store", lambda: PostgresTicketStore(provider()))
+    monkeypatch.setattr(bootstrap, "connection_registry", lambda: PostgresConnectionRegistry(provider()))
+    monkeypatch.setattr(bootstrap, "prune", lambda: Prune(PostgresRetention(provider())))
     monkeypatch.setattr(bootstrap, "work_queue", lambda: queue)
+    monkeypatch.setattr(bootstrap, "websocket_url", lambda: WEBSOCKET_URL)
     yield queue
     for p in opened:
         p.close()
+
+
+WEBSOCKET_URL = "wss://ws123.execute-api.us-east-1.amazonaws.com/v1"
+
+
+@pytest.fixture
+def pusher(monkeypatch: pytest.MonkeyPatch) -> InMemoryPusher:
+    """API Gateway's @connections, as a fake (the WebSocket connections themselves are rows in PostgreSQL)."""
+    fake = InMemoryPusher()
+    monkeypatch.setattr(bootstrap, "pusher", lambda: fake)
+    return fake
 
 
 from tests.support.openai_stub import openai_stub  # noqa: E402, F401 - the fixture, for every integration test

@@ -1,7 +1,9 @@
-"""The executor on PostgreSQL: outcomes, retries, dead letters, cancellation, takeover and concurrency.
+"""The executor on PostgreSQL: outcomes, retries, cancellation, takeover, concurrent batches, the deadline, and the
+wake-ups it hands back or sends.
 
-Model calls go through the fake provider or, where the wire matters, the real `openai` SDK against the
-OpenAI-compatible stub on 127.0.0.1.
+Model calls go through the fake provider (its scripted latency) or, where the wire matters, the real `openai` SDK
+against the OpenAI-compatible stub on 127.0.0.1. The claim's fairness, priority and caps have their own module
+(test_claim.py).
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ import pytest
 
 from aitasks import bootstrap
 from aitasks.adapters.fake_provider import FakeAiProvider
-from aitasks.adapters.memory import InMemoryWorkQueue
 from aitasks.adapters.openai_provider import OpenAiProvider
-from aitasks.adapters.postgres import ConnectionProvider, PostgresTaskRepository
+from aitasks.adapters.postgres import ConnectionProvider, PostgresLimitsRepository, PostgresTaskRepository
 from aitasks.application.ai import DEFAULT_PRICES
 from aitasks.application.dispatch import Dispatcher
-from aitasks.application.executor import RunTask
+from aitasks.application.executor import DATABASE_DOWN_DELAY_S, HAND_BACK_DELAY_S, Execute, RescueWakeUp
+from aitasks.application.ports import Delivery, WakeUp
+from aitasks.domain.errors import DependencyUnavailableError
 from aitasks.domain.retry import RetryPolicy
 from aitasks.domain.task import Task, TaskStatus, TenantId
-from tests.conftest import LambdaContext, load_handler, sqs_event
+from tests.conftest import LambdaContext, load_handler, sqs_event, wake_up
+from tests.support.fakes import InMemoryWorkQueue
 from tests.support.openai_stub import OpenAiStub, ok, rate_limited, slow
 
 T = TenantId("tenant-a")
@@ -49,26 +53,37 @@ def submit(
     payload: dict[str, Any],
     *,
     type: str = "chat",
+    tenant: str = T,
     max_attempts: int = 3,
+    priority: int = 5,
     now: datetime | None = None,
 ) -> Task:
     return repo.add(
-        Task.submit(tenant_id=T, type=type, payload=payload, now=now or datetime.now(UTC), max_attempts=max_attempts)
+        Task.submit(
+            tenant_id=TenantId(tenant),
+            type=type,
+            payload=payload,
+            now=now or datetime.now(UTC),
+            max_attempts=max_attempts,
+            priority=priority,
+        )
     )
 
 
-def runner(
-    db: ConnectionProvider,
+def engine(
+    db: ConnectionProvider | PostgresTaskRepository,
     provider: Any = None,
     *,
     clock: Any = None,
-    lease_s: int = 150,
-    heartbeat_s: float = 30,
+    lease_s: int = 60,
+    heartbeat_s: float = 15,
+    ai_timeout_s: float = 20,
     queue_: InMemoryWorkQueue | None = None,
-) -> RunTask:
+) -> Execute:
     queue_ = queue_ or InMemoryWorkQueue()
-    return RunTask(
-        PostgresTaskRepository(db),
+    repo = db if isinstance(db, PostgresTaskRepository) else PostgresTaskRepository(db)
+    return Execute(
+        repo,
         queue_,
         Dispatcher(queue_),
         provider or FakeAiProvider(),
@@ -76,9 +91,18 @@ def runner(
         RetryPolicy(),
         lease_s=lease_s,
         heartbeat_s=heartbeat_s,
-        ai_timeout_s=20,
+        ai_timeout_s=ai_timeout_s,
+        margin_s=2,
         clock=clock or (lambda: datetime.now(UTC)),
     )
+
+
+def deliveries(n: int = 1, *, tenant: str = T, at: datetime | None = None) -> list[Delivery]:
+    return [Delivery(f"msg-{i}", f"rh-{i}", WakeUp(tenant_id=tenant, at=at)) for i in range(n)]
+
+
+def execute(run: Execute, n: int = 1, *, remaining_s: float = 300, invocation: str = "inv-1") -> Any:
+    return run(deliveries(n), invocation_id=invocation, remaining_s=lambda: remaining_s)
 
 
 def attempts(db: ConnectionProvider, task_id: UUID) -> list[dict[str, Any]]:
@@ -100,13 +124,14 @@ def artifacts(db: ConnectionProvider, task_id: UUID) -> list[dict[str, Any]]:
 def test_a_chat_task_succeeds_with_its_attempt_usage_cost_and_artifact(db) -> None:
     repo = PostgresTaskRepository(db)
     task = submit(repo, {"prompt": "Say hello to the team"})
-    report = runner(db)(task.id, invocation_id="run-1")
-    assert report is not None and report.task.status is TaskStatus.SUCCEEDED
+    report = execute(engine(db))
+    [run] = report.runs
+    assert (run.task.id, run.task.status, report.claimed) == (task.id, TaskStatus.SUCCEEDED, 1)
     [attempt] = attempts(db, task.id)
     assert (attempt["status"], attempt["model"], attempt["error_code"]) == ("succeeded", "fake-echo-1", None)
     assert attempt["tokens_in"] > 0 and attempt["tokens_out"] > 0
     assert attempt["cost"] == 0  # the fake model is priced at zero, not unknown
-    assert artifacts(db, task.id) == [{"kind": "text", "content": report.outcome.artifact.content}]
+    assert artifacts(db, task.id) == [{"kind": "text", "content": run.outcome.artifact.content}]
     stored = repo.get(T, task.id)
     assert (stored.tokens_in, stored.tokens_out) == (attempt["tokens_in"], attempt["tokens_out"])
 
@@ -122,7 +147,7 @@ def test_extract_produces_a_json_artifact_that_matches_the_schema(db) -> None:
         {"prompt": "who", "context": "Ana, 31", "params": {"schema": schema}},
         type="extract",
     )
-    runner(db)(task.id, invocation_id="run-1")
+    execute(engine(db))
     [artifact] = artifacts(db, task.id)
     assert artifact["kind"] == "json"
     assert set(json.loads(artifact["content"])) == {"name", "age"}
@@ -135,21 +160,21 @@ def test_extract_output_that_breaks_the_schema_is_a_retryable_invalid_output(db,
     )
     openai_stub.enqueue(ok('{"n": "not a number"}'))
     provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
-    report = runner(db, provider)(task.id, invocation_id="run-1")
-    assert (report.task.status, report.outcome.error_code) == (TaskStatus.FAILED, "invalid_output")
+    [run] = execute(engine(db, provider)).runs
+    assert (run.task.status, run.outcome.error_code) == (TaskStatus.FAILED, "invalid_output")
     assert artifacts(db, task.id) == []
 
 
 def test_fail_twice_then_succeed_on_the_third_attempt(db) -> None:
     clock, wakeups = Clock(), InMemoryWorkQueue()
     task = submit(PostgresTaskRepository(db), {"prompt": "p", "params": {"fake": {"failAttempts": 2}}}, now=clock.now)
-    run = runner(db, clock=clock, queue_=wakeups)
+    run = engine(db, clock=clock, queue_=wakeups)
     for attempt_no in (1, 2, 3):
-        report = run(task.id, invocation_id=f"run-{attempt_no}")
+        [report] = execute(run).runs
         assert report.attempt_no == attempt_no
         if attempt_no < 3:
             assert report.task.status is TaskStatus.FAILED
-            assert run(task.id, invocation_id="too-early") is None  # an early wake-up runs nothing
+            assert execute(run).runs == []  # an early wake-up runs nothing
             clock.advance((report.task.available_at - clock.now).total_seconds() + 0.001)
     assert report.task.status is TaskStatus.SUCCEEDED
     assert [(a["attempt_no"], a["status"], a["error_code"]) for a in attempts(db, task.id)] == [
@@ -157,22 +182,24 @@ def test_fail_twice_then_succeed_on_the_third_attempt(db) -> None:
         (2, "failed", "server_error"),
         (3, "succeeded", None),
     ]
-    assert {m.attempt_no for m in wakeups.sent if m.delay_s > 0} == {2, 3}  # early wake-ups are re-sent too
+    # each failure woke the task at its retry time: the tenant and the task named, delayed to the second
+    assert [(m.tenant_id, m.task_id) for m in wakeups.sent] == [(T, task.id)] * 2
+    assert all(m.delay_s > 0 for m in wakeups.sent)
 
 
 def test_a_non_retryable_error_dead_letters_on_the_first_attempt(db) -> None:
     task = submit(
         PostgresTaskRepository(db), {"prompt": "p", "params": {"fake": {"failAttempts": 1, "error": "bad_request"}}}
     )
-    report = runner(db)(task.id, invocation_id="run-1")
-    assert report.task.status is TaskStatus.DEAD_LETTER
-    assert report.task.last_error.startswith("bad_request")
+    [run] = execute(engine(db)).runs
+    assert run.task.status is TaskStatus.DEAD_LETTER
+    assert run.task.last_error.startswith("bad_request")
     assert [(a["status"], a["error_code"]) for a in attempts(db, task.id)] == [("failed", "bad_request")]
 
 
 def test_the_last_attempt_failing_dead_letters(db) -> None:
-    task = submit(PostgresTaskRepository(db), {"prompt": "p", "params": {"fake": {"failAttempts": 5}}}, max_attempts=1)
-    assert runner(db)(task.id, invocation_id="run-1").task.status is TaskStatus.DEAD_LETTER
+    submit(PostgresTaskRepository(db), {"prompt": "p", "params": {"fake": {"failAttempts": 5}}}, max_attempts=1)
+    assert execute(engine(db)).runs[0].task.status is TaskStatus.DEAD_LETTER
 
 
 def test_retry_after_from_the_provider_sets_the_next_attempt(db, openai_stub: OpenAiStub) -> None:
@@ -180,39 +207,117 @@ def test_retry_after_from_the_provider_sets_the_next_attempt(db, openai_stub: Op
     task = submit(PostgresTaskRepository(db), {"prompt": "p"}, now=clock.now)
     openai_stub.enqueue(rate_limited(retry_after="42"))
     provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
-    report = runner(db, provider, clock=clock, queue_=wakeups)(task.id, invocation_id="run-1")
-    assert (report.task.status, report.outcome.error_code) == (TaskStatus.FAILED, "rate_limit")
-    assert report.task.available_at == clock.now + timedelta(seconds=42)
-    assert [(m.attempt_no, m.delay_s) for m in wakeups.sent] == [(2, 42)]
+    [run] = execute(engine(db, provider, clock=clock, queue_=wakeups)).runs
+    assert (run.task.status, run.outcome.error_code) == (TaskStatus.FAILED, "rate_limit")
+    assert run.task.available_at == clock.now + timedelta(seconds=42)
+    assert [(m.task_id, m.delay_s) for m in wakeups.sent] == [(task.id, 42)]
     assert len(openai_stub.requests) == 1  # the SDK did not retry on its own
 
 
-def test_a_message_on_the_dlq_dead_letters_its_task(db, wired) -> None:
-    task = submit(PostgresTaskRepository(db), {"prompt": "p"})
-    event = sqs_event(json.dumps({"taskId": str(task.id), "attempt": 1}))
-    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "5"
-    assert load_handler("dlq_handler").lambda_handler(event, LambdaContext()) == {"batchItemFailures": []}
-    stored = PostgresTaskRepository(db).get(T, task.id)
-    assert stored.status is TaskStatus.DEAD_LETTER
-    assert stored.last_error.startswith("dlq:")
+def test_a_batch_of_ten_slow_calls_runs_at_the_same_time(db) -> None:
+    # given: ten tasks due at once whose model takes 5 s each, and ten wake-ups in one invocation
+    repo = PostgresTaskRepository(db)
+    ids = {submit(repo, {"prompt": f"essay {i}", "params": {"fake": {"latencyMs": 5000}}}).id for i in range(10)}
+    # when
+    started = time.monotonic()
+    report = execute(engine(db), 10)
+    elapsed = time.monotonic() - started
+    # then: all ten succeeded with one attempt each, in about one call's time (serially it took 50 s)
+    assert {r.task.id for r in report.runs} == ids
+    assert all(r.task.status is TaskStatus.SUCCEEDED and r.attempt_no == 1 for r in report.runs)
+    assert elapsed < 2 * 5
+
+
+def test_without_time_for_a_call_the_wake_ups_go_back_and_no_attempt_is_counted(db) -> None:
+    repo, wakeups = PostgresTaskRepository(db), InMemoryWorkQueue()
+    tasks = [submit(repo, {"prompt": f"p{i}"}) for i in range(3)]
+    # 15 s left, a call may take 20 s and 2 s are kept for the finish: nothing may start
+    report = execute(engine(db, queue_=wakeups), 3, remaining_s=15)
+    assert (report.runs, report.claimed) == ([], 0)
+    assert report.handed_back == ["msg-0", "msg-1", "msg-2"]
+    assert wakeups.visibility == [(f"rh-{i}", HAND_BACK_DELAY_S) for i in range(3)]  # visible again soon
+    assert all(repo.get(T, t.id).status is TaskStatus.QUEUED and repo.get(T, t.id).attempt_count == 0 for t in tasks)
+
+
+def test_an_unreachable_database_hands_the_wake_ups_back(db) -> None:
+    class Down(PostgresTaskRepository):
+        def claim_due(self, **kwargs: Any) -> list[Task]:
+            raise DependencyUnavailableError("database")
+
+    wakeups = InMemoryWorkQueue()
+    report = execute(engine(Down(db), queue_=wakeups), 2)
+    assert report.handed_back == ["msg-0", "msg-1"]
+    assert wakeups.visibility == [("rh-0", DATABASE_DOWN_DELAY_S), ("rh-1", DATABASE_DOWN_DELAY_S)]
+
+
+def test_runs_ending_after_the_last_possible_claim_wake_the_work_their_slots_free(db) -> None:
+    # given: a tenant capped at one run, three due tasks, and an invocation whose time runs out during its first run
+    repo, wakeups = PostgresTaskRepository(db), InMemoryWorkQueue()
+    PostgresLimitsRepository(db).set_max_concurrency(T, 1, now=datetime.now(UTC))
+    first, second, third = (submit(repo, {"prompt": f"p{i}", "params": {"fake": {"latencyMs": 300}}}) for i in range(3))
+    left = iter([300.0, 5.0])  # checked before the first claim, then when the first run has ended
+    # when
+    report = engine(db, queue_=wakeups)(deliveries(3), invocation_id="inv", remaining_s=lambda: next(left))
+    # then: one run, no claim after it, and a wake-up for the task its slot now admits (only that one: cap 1)
+    assert [r.task.id for r in report.runs] == [first.id]
+    assert [m.task_id for m in wakeups.sent] == [second.id]
+    assert repo.get(T, third.id).waiting_for is None  # nothing runs: it waits for an executor, not for the cap
+
+
+def test_slots_freed_by_finished_runs_are_claimed_again_in_the_same_invocation(db) -> None:
+    # given: cap 2, six tasks, one invocation with two wake-ups
+    repo = PostgresTaskRepository(db)
+    PostgresLimitsRepository(db).set_max_concurrency(T, 2, now=datetime.now(UTC))
+    ids = {submit(repo, {"prompt": f"p{i}", "params": {"fake": {"latencyMs": 100}}}).id for i in range(6)}
+    # when
+    report = execute(engine(db), 2)
+    # then: the invocation went on claiming as its runs ended, never past the cap
+    assert {r.task.id for r in report.runs} == ids
+    assert report.claimed == 6
+
+
+def test_a_wake_up_that_finds_nothing_due_costs_one_statement(db) -> None:
+    calls: list[str] = []
+
+    class Counting(PostgresTaskRepository):
+        def __getattribute__(self, name: str) -> Any:
+            if not name.startswith("_"):
+                calls.append(name)
+            return super().__getattribute__(name)
+
+    submit(PostgresTaskRepository(db), {"prompt": "later"}, now=datetime.now(UTC) + timedelta(hours=1))
+    report = execute(engine(Counting(db)), 3)
+    assert (report.runs, report.claimed, report.handed_back) == ([], 0, [])
+    assert calls == ["claim_due"]
+
+
+def test_an_early_wake_up_is_sent_again_for_the_rest_of_its_wait(db) -> None:
+    clock, wakeups = Clock(), InMemoryWorkQueue()
+    at = clock.now + timedelta(minutes=20)  # further than a queue delay: it came after 15 minutes
+    run = engine(db, clock=clock, queue_=wakeups)
+    report = run(deliveries(1, at=at), invocation_id="inv", remaining_s=lambda: 300)
+    assert (report.runs, report.claimed) == ([], 0)
+    assert [(m.delay_s, m.wake.at) for m in wakeups.sent] == [(900, at)]
 
 
 def test_cancel_while_the_model_is_working(db, openai_stub: OpenAiStub) -> None:
     repo = PostgresTaskRepository(db)
     task = submit(repo, {"prompt": "a long essay"})
-    openai_stub.enqueue(slow(5_000))
+    other = submit(repo, {"prompt": "a short note"})
+    openai_stub.enqueue(slow(5_000), slow(5_000))
     provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
-    run = runner(db, provider, heartbeat_s=0.1)
+    run = engine(db, provider, heartbeat_s=0.1)
     reports: list[Any] = []
-    worker = threading.Thread(target=lambda: reports.append(run(task.id, invocation_id="run-1")))
+    worker = threading.Thread(target=lambda: reports.append(execute(run, 2)))
     started = time.monotonic()
     worker.start()
     while repo.get(T, task.id).status is not TaskStatus.RUNNING:
         time.sleep(0.02)
     assert repo.request_cancel(T, task.id, now=datetime.now(UTC)) is not None
     worker.join(10)
-    assert time.monotonic() - started < 4  # abandoned, not waited out
-    assert reports[0].task.status is TaskStatus.CANCELLED
+    assert time.monotonic() - started > 4  # the other run went on to its answer
+    statuses = {r.task.id: r.task.status for r in reports[0].runs}
+    assert statuses == {task.id: TaskStatus.CANCELLED, other.id: TaskStatus.SUCCEEDED}
     assert [a["status"] for a in attempts(db, task.id)] == ["cancelled"]
     assert artifacts(db, task.id) == []
 
@@ -223,27 +328,119 @@ def test_a_zombie_run_whose_lease_expired_changes_nothing(db, openai_stub: OpenA
     task = submit(repo, {"prompt": "p"})
     openai_stub.enqueue(slow(2_500, "A's late answer"), ok("B's answer"))
     provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
-    zombie = runner(db, provider, lease_s=1, heartbeat_s=60)
+    zombie = engine(db, provider, lease_s=1, heartbeat_s=60)
     results: list[Any] = []
-    a = threading.Thread(target=lambda: results.append(zombie(task.id, invocation_id="run-A")))
+    a = threading.Thread(target=lambda: results.append(execute(zombie, invocation="run-A")))
     a.start()
     time.sleep(1.3)
-    # when: the message is redelivered and run B takes over
-    b = runner(db, provider)(task.id, invocation_id="run-B")
+    # when: the sweeper closes the expired run and run B claims the task again
+    assert [t.status for t in repo.abandon_expired([task.id], now=datetime.now(UTC))] == [TaskStatus.FAILED]
+    [b] = execute(engine(db, provider), invocation="run-B").runs
     a.join(10)
     # then: B's outcome stands, A's late answer is discarded
     assert b.task.status is TaskStatus.SUCCEEDED
-    assert results == [None]
+    assert results[0].runs == []
     assert [(x["attempt_no"], x["status"]) for x in attempts(db, task.id)] == [(1, "abandoned"), (2, "succeeded")]
     assert [x["content"] for x in artifacts(db, task.id)] == ["B's answer"]
 
 
-def test_500_tasks_delivered_twice_to_8_parallel_executors_run_once_each(
+class FlakyLeases(PostgresTaskRepository):
+    """Renewing the leases fails `failures` times (a passing database error), then works."""
+
+    def __init__(self, db: ConnectionProvider, failures: int) -> None:
+        super().__init__(db)
+        self.failures = failures
+        self.renewals = 0
+
+    def extend_leases(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise DependencyUnavailableError("database")
+        self.renewals += 1
+        return super().extend_leases(*args, **kwargs)
+
+
+def test_a_passing_error_while_renewing_does_not_end_the_run(db) -> None:
+    repo = FlakyLeases(db, failures=2)
+    submit(repo, {"prompt": "p", "params": {"fake": {"latencyMs": 400}}})
+    [run] = execute(engine(repo, heartbeat_s=0.05, lease_s=150)).runs
+    assert run.task.status is TaskStatus.SUCCEEDED
+    assert repo.renewals >= 1  # it kept beating after the errors
+
+
+def test_a_lease_that_cannot_be_renewed_ends_in_a_retryable_failure_not_a_cancel(db) -> None:
+    repo = FlakyLeases(db, failures=10_000)
+    submit(repo, {"prompt": "p", "params": {"fake": {"latencyMs": 3_000}}})
+    [run] = execute(engine(repo, heartbeat_s=0.05, lease_s=1)).runs
+    assert run.task.status is TaskStatus.FAILED
+    assert (run.outcome.error_code, run.outcome.attempt_status) == ("connection", "failed")
+
+
+def test_model_calls_reuse_idle_threads(db) -> None:
+    # given: invocations one after another, as an executor environment makes them
+    repo = PostgresTaskRepository(db)
+    before = [t for t in threading.enumerate() if t.name == "model-call"]
+    # when
+    for i in range(20):
+        submit(repo, {"prompt": f"p{i}"})
+        assert execute(engine(db)).runs[0].task.status is TaskStatus.SUCCEEDED
+    # then: starting a thread per call cost more than a fast call; one thread serves them all
+    after = [t for t in threading.enumerate() if t.name == "model-call"]
+    assert len(after) <= len(before) + 1
+
+
+def test_the_handler_takes_old_and_new_wake_ups_and_drops_malformed_ones(db, wired, monkeypatch) -> None:
+    monkeypatch.setattr(bootstrap, "work_queue", InMemoryWorkQueue)
+    repo = PostgresTaskRepository(db)
+    old, new = submit(repo, {"prompt": "old"}), submit(repo, {"prompt": "new"})
+    event = sqs_event(json.dumps({"taskId": str(old.id), "attempt": 1}), wake_up(T, new.id), "{not json", "[]")
+    assert load_handler("executor").lambda_handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert {repo.get(T, t.id).status for t in (old, new)} == {TaskStatus.SUCCEEDED}
+
+
+def test_the_dlq_handler_leaves_a_task_with_attempts_left_alone(db, wired, monkeypatch) -> None:
+    # given: a queued task that never ran, whose wake-up reached the DLQ (five receives)
+    wakeups = InMemoryWorkQueue()
+    monkeypatch.setattr(bootstrap, "work_queue", lambda: wakeups)
+    task = submit(PostgresTaskRepository(db), {"prompt": "p"})
+    event = sqs_event(wake_up(T, task.id))
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "5"
+    # when
+    assert load_handler("dlq_handler").lambda_handler(event, LambdaContext()) == {"batchItemFailures": []}
+    # then: still queued, no attempt spent, and woken again
+    stored = PostgresTaskRepository(db).get(T, task.id)
+    assert (stored.status, stored.attempt_count, stored.last_error) == (TaskStatus.QUEUED, 0, None)
+    assert [m.task_id for m in wakeups.sent] == [task.id]
+
+
+def test_a_dead_run_named_by_a_dlq_wake_up_is_closed_by_its_attempts(db) -> None:
+    repo, wakeups = PostgresTaskRepository(db), InMemoryWorkQueue()
+    spent = submit(repo, {"prompt": "spent"}, max_attempts=1)
+    left = submit(repo, {"prompt": "left"}, max_attempts=2)
+    now = datetime.now(UTC)
+    repo.claim_due(limit=2, locked_by="dead", lease_until=now + timedelta(seconds=1), now=now)
+    rescue = RescueWakeUp(repo, Dispatcher(wakeups), clock=lambda: now + timedelta(seconds=5))
+    # its one attempt is spent: dead-lettered by its attempts, not by the DLQ
+    assert rescue(WakeUp(tenant_id=T, task_id=spent.id)).status is TaskStatus.DEAD_LETTER
+    # an attempt left: failed, woken again at once
+    assert rescue(WakeUp(tenant_id=T, task_id=left.id)).status is TaskStatus.FAILED
+    assert [m.task_id for m in wakeups.sent] == [left.id]
+    assert [a["status"] for a in attempts(db, left.id)] == ["abandoned"]
+
+
+def test_500_tasks_of_four_tenants_woken_twice_run_once_each_within_every_cap(
     db, database_url: str, openai_stub: OpenAiStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = PostgresTaskRepository(db)
+    # given: 500 tasks of four tenants with caps 3, 5, 8 and 20; each wake-up delivered twice, shuffled, to 8
+    # executor environments taking batches of 10; each model call takes 20 ms
+    repo, limits = PostgresTaskRepository(db), PostgresLimitsRepository(db)
+    caps = {"t3": 3, "t5": 5, "t8": 8, "t20": 20}
     now = datetime.now(UTC)
-    ids = [submit(repo, {"prompt": f"task number {i}"}, now=now).id for i in range(500)]
+    for tenant, cap in caps.items():
+        limits.set_max_concurrency(TenantId(tenant), cap, now=now)
+    tenants = list(caps)
+    tasks = [submit(repo, {"prompt": f"task number {i}"}, tenant=tenants[i % 4], now=now) for i in range(500)]
+    openai_stub.default_delay_ms = 20
     local = threading.local()
 
     def thread_repo() -> PostgresTaskRepository:
@@ -255,7 +452,7 @@ def test_500_tasks_delivered_twice_to_8_parallel_executors_run_once_each(
     monkeypatch.setattr(bootstrap, "task_repository", thread_repo)
     monkeypatch.setattr(bootstrap, "work_queue", InMemoryWorkQueue)
     monkeypatch.setattr(bootstrap, "ai_provider", lambda: provider)
-    messages = [json.dumps({"taskId": str(i), "attempt": 1}) for i in ids] * 2
+    messages = [wake_up(t.tenant_id, t.id) for t in tasks] * 2
     random.Random(7).shuffle(messages)
     batches: queue.Queue[list[str]] = queue.Queue()
     for start in range(0, len(messages), 10):
@@ -272,11 +469,13 @@ def test_500_tasks_delivered_twice_to_8_parallel_executors_run_once_each(
             result = handler(sqs_event(*batch), LambdaContext(f"exec-{n}-{batches.qsize()}"))
             failures.extend(result["batchItemFailures"])
 
+    # when
     threads = [threading.Thread(target=executor, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    # then: every task succeeded with exactly one attempt and one model call
     assert failures == []
     rows = (
         db()
@@ -287,10 +486,37 @@ def test_500_tasks_delivered_twice_to_8_parallel_executors_run_once_each(
         .fetchall()
     )
     assert len(rows) == 500
-    assert all(r == {"status": "succeeded", "ok": 1, "tries": 1} for r in rows), [r for r in rows if r["ok"] != 1][:3]
+    retried = db().execute("SELECT error_code, error_detail FROM task_attempts WHERE status <> 'succeeded'").fetchall()
+    assert all(r == {"status": "succeeded", "ok": 1, "tries": 1} for r in rows), retried[:3]
     calls: dict[str, int] = {}
     for request in openai_stub.requests:
         prompt = request.json["messages"][-1]["content"]
         calls[prompt] = calls.get(prompt, 0) + 1
     assert len(calls) == 500 and set(calls.values()) == {1}
     assert openai_stub.successes == 500
+    # and no tenant ever had more runs at once than its cap, from the attempts' start and end times
+    peaks = most_at_once(db)
+    assert all(peaks[tenant] <= cap for tenant, cap in caps.items()), peaks
+    assert peaks["t20"] > 8  # the caps were reached and bound, not idle
+
+
+def most_at_once(db: ConnectionProvider) -> dict[str, int]:
+    """Per tenant, the largest number of attempts whose [started_at, ended_at) intervals overlap."""
+    rows = (
+        db()
+        .execute(
+            "SELECT t.tenant_id, a.started_at, a.ended_at FROM task_attempts a JOIN tasks t ON t.id = a.task_id"
+        )
+        .fetchall()
+    )
+    edges: dict[str, list[tuple[datetime, int]]] = {}
+    for r in rows:
+        edges.setdefault(r["tenant_id"], []).extend([(r["started_at"], 1), (r["ended_at"], -1)])
+    peaks = {}
+    for tenant, points in edges.items():
+        level = peak = 0
+        for _, step in sorted(points, key=lambda p: (p[0], p[1])):  # an end before a start at the same instant
+            level += step
+            peak = max(peak, level)
+        peaks[tenant] = peak
+    return peaks

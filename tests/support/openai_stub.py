@@ -1,7 +1,8 @@
 """An OpenAI-compatible HTTP stub for driving the real `openai` SDK: POST /v1/chat/completions on 127.0.0.1.
 
-Script replies with `stub.enqueue(Reply...)` (first in, first out; an empty queue answers `ok()`); every request is
-recorded (path, headers, JSON body) so tests assert on what the SDK actually sent.
+Script replies with `stub.enqueue(Reply...)` (first in, first out; an empty queue answers `ok()`, after
+`default_delay_ms`); every request is recorded (path, headers, JSON body) so tests assert on what the SDK actually
+sent.
 
     def test_x(openai_stub): ...  # after `from tests.support.openai_stub import openai_stub  # noqa: F401`
 """
@@ -118,6 +119,11 @@ def context_length_exceeded() -> Reply:
     return error(400, "This model's maximum context length is 128000 tokens", code="context_length_exceeded")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # an executor opens a connection per concurrent call (socketserver's default: 5)
+
+
 class OpenAiStub:
     """A threaded HTTP server on a free port; `base_url` is what an OpenAI client takes."""
 
@@ -125,10 +131,10 @@ class OpenAiStub:
         self.replies: deque[Reply] = deque()
         self.requests: list[Recorded] = []
         self.successes = 0  # 200 replies sent
+        self.default_delay_ms = 0  # how long an unscripted reply takes
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         # A short poll keeps shutdown (one per test) quick.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="openai-stub", daemon=True
@@ -162,7 +168,7 @@ class OpenAiStub:
     def _next(self, recorded: Recorded) -> Reply:
         with self._lock:
             self.requests.append(recorded)
-            return self.replies.popleft() if self.replies else ok()
+            return self.replies.popleft() if self.replies else dataclasses.replace(ok(), delay_ms=self.default_delay_ms)
 
     def _answered(self, reply: Reply) -> None:
         if reply.status == 200:

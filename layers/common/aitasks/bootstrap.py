@@ -24,13 +24,14 @@ if TYPE_CHECKING:
     from aitasks.application.auth import Authenticate
     from aitasks.application.dispatch import Dispatcher
     from aitasks.application.events import RelayOutbox
-    from aitasks.application.executor import DeadLetterTask, RunTask
+    from aitasks.application.executor import Execute, RescueWakeUp
     from aitasks.application.live import Connect, Disconnect, IssueTicket, Notify, RedeemTicket
     from aitasks.application.maintenance import Prune, RedriveTask, Sweep
     from aitasks.application.ports import (
         ApiKeyRepository,
         ConnectionRegistry,
         EventPublisher,
+        LimitsRepository,
         MessagePusher,
         Scheduler,
         TaskQueries,
@@ -357,12 +358,12 @@ def idempotently(
     )
 
 
-def run_task() -> RunTask:
-    from aitasks.application.executor import RunTask
+def execute() -> Execute:
+    from aitasks.application.executor import Execute
     from aitasks.domain.retry import RetryPolicy
 
     settings = get_settings()
-    return RunTask(
+    return Execute(
         task_repository(),
         work_queue(),
         dispatcher(),
@@ -372,13 +373,22 @@ def run_task() -> RunTask:
         lease_s=settings.lease_seconds,
         heartbeat_s=settings.heartbeat_seconds,
         ai_timeout_s=settings.ai_timeout_seconds,
+        margin_s=settings.executor_margin_seconds,
+        max_parallel=settings.executor_max_parallel,
     )
 
 
-def dead_letter_task() -> DeadLetterTask:
-    from aitasks.application.executor import DeadLetterTask
+def rescue_wakeup() -> RescueWakeUp:
+    from aitasks.application.executor import RescueWakeUp
 
-    return DeadLetterTask(task_repository())
+    return RescueWakeUp(task_repository(), dispatcher())
+
+
+@functools.cache
+def limits_repository() -> LimitsRepository:
+    from aitasks.adapters.postgres import PostgresLimitsRepository
+
+    return PostgresLimitsRepository(connection())
 
 
 def migrate_database() -> list[str]:

@@ -17,6 +17,7 @@ from aitasks.adapters.migrate import migrate as apply_migrations
 from aitasks.adapters.postgres import (
     ConnectionProvider,
     PostgresApiKeyRepository,
+    PostgresLimitsRepository,
     PostgresRetention,
     PostgresTaskRepository,
     PostgresTenantRepository,
@@ -27,6 +28,7 @@ from aitasks.adapters.usage_plans import ApiGatewayUsagePlans, plan_ids_from_out
 from aitasks.application.auth import CreateApiKey, SetTier
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.maintenance import Prune, RedriveDeadLetters
+from aitasks.application.ports import WakeUp
 from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import DEFAULT_TIER, Tier
@@ -37,7 +39,7 @@ LOCAL_DIR = Path(".local")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="aitasks: asynchronous AI tasks on AWS.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (talks to the database).")
 local_app = typer.Typer(no_args_is_help=True, help="The local stack (no Docker).")
-tenants_app = typer.Typer(no_args_is_help=True, help="Tenants' tiers (the database and the stack's usage plans).")
+tenants_app = typer.Typer(no_args_is_help=True, help="Tenants: tiers (usage plans) and limits (the database).")
 tasks_app = typer.Typer(
     no_args_is_help=True, help="Tasks over the REST API (create, get, list, ...); redrive talks to the database."
 )
@@ -163,6 +165,52 @@ def tenants_set_tier(
     typer.echo(f"tenant {plan.tenant_id}: tier {plan.tier} (usage plan key {plan.usage_key_id})")
 
 
+def _cap(value: str) -> int | None:
+    """--max-concurrency: a number of runs (0 pauses the tenant), or "default" (None) for its tier's."""
+    if value == "default":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise typer.BadParameter("a whole number of runs, or `default`") from None
+    if not 0 <= number <= 10_000:
+        raise typer.BadParameter("between 0 (pauses the tenant) and 10000")
+    return number
+
+
+@tenants_app.command("set-limits")
+def tenants_set_limits(
+    tenant: Annotated[str, typer.Argument(help="the tenant")],
+    max_concurrency: Annotated[
+        str | None,
+        typer.Option(
+            "--max-concurrency",
+            help="most tasks of the tenant running at once (0 pauses it; `default`: its tier's)",
+            metavar="N|default",
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a tenant's limits (without an option: show them). Claims apply them at once; held-back work a raised cap
+    now admits gets its wake-up from the sweeper within a minute, or from the tenant's next finishing run."""
+    cap = _cap(max_concurrency) if max_concurrency is not None else None
+    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    try:
+        limits = PostgresLimitsRepository(provider)
+        if max_concurrency is not None:
+            limits.set_max_concurrency(TenantId(tenant), cap, now=datetime.now(UTC))
+        current = limits.limits(TenantId(tenant))
+    except AitasksError as exc:
+        raise _fail(_describe(exc)) from None
+    finally:
+        provider.close()
+    source = "override" if current.max_concurrency_override is not None else f"{current.tier or DEFAULT_TIER} tier"
+    typer.echo(
+        f"tenant {tenant}: max concurrency {current.max_concurrency} ({source}); "
+        f"running {current.running}, queued {current.queued}"
+    )
+
+
 @local_app.command("up")
 def local_up(
     port: Annotated[int, typer.Option(help="MiniStack's port", envvar="AITASKS_LOCAL_PORT")] = 4566,
@@ -204,10 +252,10 @@ def local_logs(
 class _SweeperWakesThem:
     """Without WORK_QUEUE_URL the CLI sends no wake-ups: the sweeper sends them within its grace period."""
 
-    def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None:
+    def send(self, wake: WakeUp, *, delay_s: int = 0) -> None:
         return None
 
-    def extend_visibility(self, receipt_handle: str, seconds: int) -> None:
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         return None
 
 

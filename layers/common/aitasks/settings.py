@@ -25,8 +25,12 @@ class Settings(BaseModel):
     database_name: str | None = Field(default=None, description="wins over the secret's dbname")
     database_secret_max_age_s: int = Field(default=300, ge=0, description="how long a fetched secret is cached")
     work_queue_url: str | None = Field(default=None, description="the SQS queue the executor consumes")
-    lease_seconds: int = Field(default=150, ge=1, description="executor lease; below the queue visibility timeout")
-    heartbeat_seconds: int = Field(default=30, ge=1, description="how often a running task renews its lease")
+    lease_seconds: int = Field(default=60, ge=1, description="a run's lease, renewed by every heartbeat")
+    heartbeat_seconds: int = Field(default=15, ge=1, description="how often the executor renews its runs' leases")
+    executor_margin_seconds: float = Field(
+        default=10, ge=0, description="kept free at an invocation's end: a call starts only if it can finish before"
+    )
+    executor_max_parallel: int = Field(default=10, ge=1, le=100, description="model calls one invocation runs at once")
     ai_provider: Literal["fake", "openai"] = Field(default="fake", description="the model provider")
     ai_timeout_seconds: float = Field(default=100, gt=0, description="one model call; below the executor timeout")
     ai_default_model: str = Field(default="gpt-4o-mini", description="the model when a task names none")
@@ -54,10 +58,8 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:
-        if not self.ai_timeout_seconds < self.lease_seconds:
-            raise ValueError("AI_TIMEOUT_SECONDS must be below LEASE_SECONDS")
-        if not self.heartbeat_seconds < self.lease_seconds:
-            raise ValueError("HEARTBEAT_SECONDS must be below LEASE_SECONDS")
+        if not 2 * self.heartbeat_seconds < self.lease_seconds:
+            raise ValueError("LEASE_SECONDS must be over twice HEARTBEAT_SECONDS (one missed beat keeps the lease)")
         return self
 
 

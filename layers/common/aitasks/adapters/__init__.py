@@ -1,1 +1,1 @@
-"""Adapters: the technologies behind the ports (Postgres, SQS, in-memory fakes)."""
+"""Adapters: the technologies behind the ports (Postgres, SQS, EventBridge, the model providers, ...)."""

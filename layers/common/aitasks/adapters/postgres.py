@@ -23,10 +23,11 @@ from aitasks.application.ports import (
     OutboxEvent,
     Principal,
     TaskFilter,
+    TenantLimits,
     TenantPlan,
 )
 from aitasks.domain.errors import DependencyUnavailableError, IdempotencyKeyTakenError
-from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId
+from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, WaitingFor
 from aitasks.domain.tenant import Tier
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from psycopg.rows import DictRow
 
-    from aitasks.application.ports import RunOutcome
+    from aitasks.application.ports import FinishedRun
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +150,38 @@ def _task(row: Mapping[str, Any] | None) -> Task | None:
         cost=row["cost"],
         budget_from=row["budget_from"],
         redrive_count=row["redrive_count"],
+        waiting_for=cast("WaitingFor | None", row.get("waiting_for")),
     )
 
 
 def _tasks(rows: list[DictRow]) -> list[Task]:
     return [t for t in map(_task, rows) if t is not None]
+
+
+def _finished_row(run: FinishedRun) -> dict[str, Any]:
+    """One run's end as a row of finish_runs' JSON array (its keys are the statement's column names)."""
+    outcome = run.outcome
+    if outcome.status not in _FINISHED:
+        raise ValueError(f"a run cannot end as {outcome.status}")
+    artifact = outcome.artifact
+    return {
+        "id": str(run.task_id),
+        "attempt_no": run.attempt_no,
+        "status": outcome.status.value,
+        "event_type": EVENT_FOR_STATUS[outcome.status],
+        "attempt_status": outcome.attempt_status,
+        "last_error": outcome.last_error,
+        "available_at": outcome.available_at.isoformat() if outcome.available_at else None,
+        "model": outcome.model,
+        "tokens_in": outcome.tokens_in,
+        "tokens_out": outcome.tokens_out,
+        "cost": format(outcome.cost, "f") if outcome.cost is not None else None,  # exact, not a float
+        "latency_ms": outcome.latency_ms,
+        "error_code": outcome.error_code,
+        "error_detail": outcome.error_detail,
+        "artifact_kind": artifact.kind if artifact else None,
+        "artifact_content": artifact.content if artifact else None,
+    }
 
 
 class PostgresTaskRepository(_Repository):
@@ -182,42 +210,30 @@ class PostgresTaskRepository(_Repository):
     def get(self, tenant_id: TenantId, task_id: UUID) -> Task | None:
         return _task(self._fetchone("get_task", {"tenant_id": tenant_id, "id": task_id}))
 
-    def claim(self, task_id: UUID, *, locked_by: str, lease_until: datetime, now: datetime) -> Task | None:
-        params = {"id": task_id, "locked_by": locked_by, "lease_until": lease_until, "now": now}
-        return _task(self._fetchone("claim_task", params))
+    def claim_due(self, *, limit: int, locked_by: str, lease_until: datetime, now: datetime) -> list[Task]:
+        params = {"limit": limit, "locked_by": locked_by, "lease_until": lease_until, "now": now}
+        return _tasks(self._fetchall("claim_due", params))
 
-    def finish(
-        self, task_id: UUID, outcome: RunOutcome, *, locked_by: str, attempt_no: int, now: datetime
-    ) -> Task | None:
-        if outcome.status not in _FINISHED:
-            raise ValueError(f"a run cannot end as {outcome.status}")
-        artifact = outcome.artifact
+    def finish_runs(self, runs: Sequence[FinishedRun], *, locked_by: str, now: datetime) -> list[Task]:
+        if not runs:
+            return []
+        rows = [_finished_row(run) for run in runs]
+        return _tasks(self._fetchall("finish_runs", {"runs": Jsonb(rows), "locked_by": locked_by, "now": now}))
+
+    def extend_leases(
+        self, runs: Sequence[tuple[UUID, int]], *, locked_by: str, lease_until: datetime
+    ) -> dict[UUID, Lease]:
         params = {
-            "id": task_id,
+            "ids": [task_id for task_id, _ in runs],
+            "attempt_nos": [attempt_no for _, attempt_no in runs],
             "locked_by": locked_by,
-            "attempt_no": attempt_no,
-            "now": now,
-            "status": outcome.status.value,
-            "event_type": EVENT_FOR_STATUS[outcome.status],
-            "attempt_status": outcome.attempt_status,
-            "last_error": outcome.last_error,
-            "available_at": outcome.available_at,
-            "model": outcome.model,
-            "tokens_in": outcome.tokens_in,
-            "tokens_out": outcome.tokens_out,
-            "cost": outcome.cost,
-            "latency_ms": outcome.latency_ms,
-            "error_code": outcome.error_code,
-            "error_detail": outcome.error_detail,
-            "artifact_kind": artifact.kind if artifact else None,
-            "artifact_content": artifact.content if artifact else None,
+            "lease_until": lease_until,
         }
-        return _task(self._fetchone("finish_run", params))
+        rows = self._fetchall("extend_leases", params)
+        return {row["id"]: Lease(cancel_requested=row["cancel_requested_at"] is not None) for row in rows}
 
-    def extend_lease(self, task_id: UUID, *, locked_by: str, attempt_no: int, lease_until: datetime) -> Lease | None:
-        params = {"id": task_id, "locked_by": locked_by, "attempt_no": attempt_no, "lease_until": lease_until}
-        row = self._fetchone("extend_lease", params)
-        return Lease(cancel_requested=row["cancel_requested_at"] is not None) if row else None
+    def claimable(self, tenants: Sequence[TenantId], *, now: datetime) -> list[Task]:
+        return _tasks(self._fetchall("claimable", {"tenants": sorted(set(tenants)), "now": now}))
 
     def abandon_expired(self, task_ids: Sequence[UUID], *, now: datetime) -> list[Task]:
         return _tasks(self._fetchall("abandon_expired_run", {"ids": list(task_ids), "now": now}))
@@ -254,10 +270,6 @@ class PostgresTaskRepository(_Repository):
         params = {"limit": limit, "types": list(types) if types else None, "since": since}
         return _tasks(self._fetchall("dead_letters", params))
 
-    def dead_letter(self, task_id: UUID, *, attempt_no: int, reason: str, now: datetime) -> Task | None:
-        params = {"id": task_id, "attempt_no": attempt_no, "reason": reason, "now": now}
-        return _task(self._fetchone("dead_letter", params))
-
     def get_by_id(self, task_id: UUID) -> Task | None:
         return _task(self._fetchone("get_task_by_id", {"id": task_id}))
 
@@ -282,7 +294,7 @@ class PostgresTaskRepository(_Repository):
             "offset": offset,
             "limit": limit,
         }
-        page = [t for t in map(_task, self._fetchall("list_tasks", params)) if t is not None]
+        page = _tasks(self._fetchall("list_tasks", params))
         total = self._fetchone("count_tasks", params)
         return page, int(total["total"]) if total else 0
 
@@ -436,6 +448,25 @@ class PostgresTenantRepository(_Repository):
 
     def save(self, plan: TenantPlan, *, now: datetime) -> None:
         self._fetchone("save_tenant", {**dataclasses.asdict(plan), "tier": plan.tier.value, "now": now})
+
+
+class PostgresLimitsRepository(_Repository):
+    _module = "tenants"
+
+    def set_max_concurrency(self, tenant_id: TenantId, value: int | None, *, now: datetime) -> None:
+        self._fetchone("set_max_concurrency", {"tenant_id": tenant_id, "max_concurrency": value, "now": now})
+
+    def limits(self, tenant_id: TenantId) -> TenantLimits:
+        row = self._fetchone("limits", {"tenant_id": tenant_id})
+        assert row is not None  # the query always returns its one row
+        return TenantLimits(
+            tenant_id=tenant_id,
+            tier=Tier(row["tier"]) if row["tier"] else None,
+            max_concurrency=row["max_concurrency"],
+            max_concurrency_override=row["max_concurrency_override"],
+            running=row["running"],
+            queued=row["queued"],
+        )
 
 
 def database_url_from_secret(

@@ -6,11 +6,11 @@ import contextlib
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from aitasks.application.ports import WakeUp
-
 if TYPE_CHECKING:
     from datetime import datetime
     from uuid import UUID
+
+    from aitasks.application.ports import WakeUp
 
 
 class EventBridgeScheduler:
@@ -31,7 +31,7 @@ class EventBridgeScheduler:
     def name(task_id: UUID) -> str:
         return f"task-{task_id}"
 
-    def schedule(self, task_id: UUID, *, attempt_no: int, at: datetime) -> None:
+    def schedule(self, task_id: UUID, wake: WakeUp, *, at: datetime) -> None:
         request = {
             "Name": self.name(task_id),
             "GroupName": self._group,
@@ -42,7 +42,7 @@ class EventBridgeScheduler:
             "Target": {
                 "Arn": self._queue_arn,
                 "RoleArn": self._role_arn,
-                "Input": WakeUp(task_id=task_id, attempt=attempt_no).model_dump_json(by_alias=True),
+                "Input": wake.body(),
             },
         }
         try:

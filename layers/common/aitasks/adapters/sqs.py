@@ -1,15 +1,16 @@
-"""The work queue on SQS: a message body is a WakeUp, naming a task and the attempt it was sent for."""
+"""The work queue on SQS: a message body is a WakeUp; its group is the tenant (SQS fair queues)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aitasks.application.ports import WakeUp
-
 if TYPE_CHECKING:
-    from uuid import UUID
-
     from mypy_boto3_sqs import SQSClient
+
+    from aitasks.application.ports import WakeUp
+
+# The group of a wake-up that names no tenant.
+DEFAULT_GROUP = "aitasks"
 
 
 class SqsWorkQueue:
@@ -21,11 +22,17 @@ class SqsWorkQueue:
             client = boto3.client("sqs")
         self._client = client
 
-    def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None:
-        body = WakeUp(task_id=task_id, attempt=attempt_no).model_dump_json(by_alias=True)
-        self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, DelaySeconds=delay_s)
+    def send(self, wake: WakeUp, *, delay_s: int = 0) -> None:
+        # On a standard queue a message group makes it a fair queue: SQS keeps the dwell time of a tenant with few
+        # messages low while another has a backlog (the executor still picks the work; this only orders wake-ups).
+        self._client.send_message(
+            QueueUrl=self._queue_url,
+            MessageBody=wake.body(),
+            DelaySeconds=delay_s,
+            MessageGroupId=wake.tenant_id or DEFAULT_GROUP,
+        )
 
-    def extend_visibility(self, receipt_handle: str, seconds: int) -> None:
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         self._client.change_message_visibility(
-            QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=min(seconds, 43_200)
+            QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(seconds, 43_200))
         )

@@ -1,6 +1,9 @@
-"""Running a task: claim it with a lease, call the model while a heartbeat renews the lease, record the outcome.
+"""The engine of an executor invocation: claim the best due work, run its model calls at the same time, keep every
+run's lease with one heartbeat, end the runs in batches, and claim again as slots free while time allows.
 
-A run ends in exactly one fenced statement (finish): succeeded, failed (retry later), dead_letter or cancelled.
+Wake-ups only say that there is work; which tasks run is decided by the claim statement in Postgres (fair share
+across tenants, priority, age, each tenant's cap). Every run ends in a fenced statement: succeeded, failed (retry
+later), dead_letter or cancelled; a run whose lease was taken over changes nothing.
 """
 
 from __future__ import annotations
@@ -15,24 +18,32 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from aitasks.application.ai import AiError, AiRequest, AiResult
-from aitasks.application.ports import Artifact, RunOutcome
+from aitasks.application.ports import Artifact, FinishedRun, RunOutcome
 from aitasks.application.tasks import utc_now
+from aitasks.domain.errors import DependencyUnavailableError
 from aitasks.domain.task import TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import datetime
     from decimal import Decimal
     from uuid import UUID
 
     from aitasks.application.ai import AiProvider, PriceTable
     from aitasks.application.dispatch import Dispatcher
-    from aitasks.application.ports import TaskRepository, WorkQueue
+    from aitasks.application.ports import Delivery, TaskRepository, WakeUp, WorkQueue
     from aitasks.domain.retry import RetryPolicy
-    from aitasks.domain.task import Task
+    from aitasks.domain.task import Task, TenantId
 
 logger = logging.getLogger(__name__)
+
+# A wake-up handed back (nothing could be started before the deadline) is visible again after this.
+HAND_BACK_DELAY_S = 5
+# ... and after this when the database could not be reached to claim.
+DATABASE_DOWN_DELAY_S = 30
+# A wake-up this much ahead of its time is early: it is sent again for the rest of the wait.
+EARLY_TOLERANCE = timedelta(seconds=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,42 +56,71 @@ class RunReport:
     queue_delay_ms: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What an invocation did with its wake-ups."""
+
+    runs: list[RunReport]
+    claimed: int = 0
+    handed_back: list[str] = dataclasses.field(default_factory=list)  # message ids, visible again soon
+
+
 class _CallThreads:
-    """Daemon threads for model calls, kept for the next run: starting a thread per call cost more than a fast
-    model call does (docs/benchmarks.md). A call that was given up (cancel, timeout) keeps its thread until it
-    returns; the next run takes another one."""
+    """Daemon threads for model calls, kept for the next call: starting a thread per call cost more than a fast
+    model call does (docs/benchmarks.md). A call that was given up (cancel, timeout, lost lease) keeps its thread
+    until it returns; other calls take other threads meanwhile."""
 
     def __init__(self) -> None:
-        self._idle: queue.SimpleQueue[queue.SimpleQueue[tuple[Callable[[], None], threading.Event]]] = (
-            queue.SimpleQueue()
-        )
+        self._idle: queue.SimpleQueue[queue.SimpleQueue[Callable[[], None]]] = queue.SimpleQueue()
 
-    def run(self, call: Callable[[], None], done: threading.Event) -> None:
-        """Run `call` on an idle thread (a new one if none is idle); `done` is set once it returned."""
+    def run(self, call: Callable[[], None]) -> None:
+        """Run `call` on an idle thread (a new one if none is idle)."""
         try:
             inbox = self._idle.get_nowait()
         except queue.Empty:
             inbox = queue.SimpleQueue()
             threading.Thread(target=self._serve, args=(inbox,), name="model-call", daemon=True).start()
-        inbox.put((call, done))
+        inbox.put(call)
 
-    def _serve(self, inbox: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]]) -> None:
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
         while True:
-            call, done = inbox.get()
+            call = inbox.get()
             try:
                 call()
             finally:
-                self._idle.put(inbox)  # idle before done: the next run finds this thread
-                done.set()
+                self._idle.put(inbox)
 
 
 _CALLS = _CallThreads()
 
 
+@dataclasses.dataclass(slots=True, eq=False)
+class _Run:
+    """A claimed task whose model call is under way."""
+
+    task: Task
+    request: AiRequest
+    queue_delay_ms: int
+    started: float  # perf_counter
+    lease_until: datetime  # as far as this invocation knows
+    answer: AiResult | AiError | None = None
+    stopped: str | None = None  # why the run stopped waiting for its call: cancel, lease, timeout
+
+    @property
+    def key(self) -> tuple[UUID, int]:
+        return self.task.id, self.task.attempt_count
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
-class RunTask:
-    """Run the task a wake-up message names. Duplicates, late or early messages and crashed runs are all safe:
-    only a claim (one guarded statement) starts a run, and only the lease holder's finish ends it."""
+class Execute:
+    """One executor invocation. It received `len(deliveries)` wake-ups, so it keeps that many runs going: it claims
+    as many of the best due tasks, starts their model calls at once, and each time runs end (their finishes go in
+    one statement) it claims again for the free slots - as long as a new call could still finish before the
+    invocation's deadline (`remaining_s() - margin_s >= ai_timeout_s`). Nothing that cannot finish is started:
+    with too little time left it claims nothing and hands its wake-ups back (visible again soon, no attempt
+    counted). Runs that end after the last possible claim wake others for the work their slots free.
+
+    Duplicate, late and stray wake-ups are harmless: a wake-up that finds nothing due costs one statement."""
 
     tasks: TaskRepository
     queue: WorkQueue
@@ -91,70 +131,54 @@ class RunTask:
     lease_s: int
     heartbeat_s: float
     ai_timeout_s: float
+    margin_s: float = 10.0
+    max_parallel: int = 10
     clock: Callable[[], datetime] = utc_now
 
-    def __call__(self, task_id: UUID, *, invocation_id: str, receipt_handle: str | None = None) -> RunReport | None:
+    def __call__(
+        self, deliveries: Sequence[Delivery], *, invocation_id: str, remaining_s: Callable[[], float]
+    ) -> BatchReport:
         now = self.clock()
-        task = self.tasks.claim(task_id, locked_by=invocation_id, lease_until=self._lease_end(now), now=now)
-        if task is None:
-            task = self._recover(task_id, invocation_id, now)
-            if task is None:
-                return None
-        queue_delay_ms = max(0, round((now - task.available_at).total_seconds() * 1000))
-        outcome = self._run(task, invocation_id, receipt_handle)
-        finished = self.tasks.finish(
-            task.id, outcome, locked_by=invocation_id, attempt_no=task.attempt_count, now=self.clock()
-        )
-        if finished is None:
-            logger.warning(
-                "lease lost before the run ended: its outcome was discarded", extra={"task_id": str(task_id)}
-            )
-            return None
-        if finished.status is TaskStatus.FAILED:
-            self._wake_later(finished)
-        return RunReport(finished, task.attempt_count, outcome, queue_delay_ms)
+        due = [d for d in deliveries if not self._early(d.wake, now)]
+        if not due:
+            return BatchReport([])
+        slots = min(len(due), self.max_parallel)
+        if remaining_s() - self.margin_s < self.ai_timeout_s:
+            logger.warning("too little time left to start a model call: the wake-ups go back to the queue")
+            return self._hand_back(due, HAND_BACK_DELAY_S)
+        batch = _Batch(self, invocation_id, slots, remaining_s)
+        try:
+            batch.claim()
+        except DependencyUnavailableError:
+            logger.warning("the database is unreachable: the wake-ups go back to the queue", exc_info=True)
+            return self._hand_back(due, DATABASE_DOWN_DELAY_S)
+        return batch.run()
 
-    def _lease_end(self, now: datetime) -> datetime:
+    def _early(self, wake: WakeUp, now: datetime) -> bool:
+        """A wake-up that came before its time (its delay was capped) is sent again for the rest of the wait."""
+        if wake.at is None or wake.at - now <= EARLY_TOLERANCE:
+            return False
+        self.dispatch.wake(wake, now=now)
+        return True
+
+    def _hand_back(self, deliveries: Sequence[Delivery], delay_s: int) -> BatchReport:
+        for delivery in deliveries:
+            try:
+                self.queue.change_visibility(delivery.receipt_handle, delay_s)
+            except Exception:
+                logger.warning("could not shorten a wake-up's visibility", exc_info=True)
+        return BatchReport([], handed_back=[d.message_id for d in deliveries])
+
+    def lease_end(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.lease_s)
 
-    def _recover(self, task_id: UUID, invocation_id: str, now: datetime) -> Task | None:
-        """The claim got nothing: a duplicate or late message (do nothing), a crashed run whose lease expired
-        (close it, then claim), or a message that came before the task's time (wake it again later)."""
-        current = self.tasks.get_by_id(task_id)
-        if current is None or current.terminal:
-            return None
-        if current.status is TaskStatus.RUNNING and current.locked_until is not None and current.locked_until < now:
-            logger.warning("taking over a run whose lease expired", extra={"task_id": str(task_id)})
-            closed = self.tasks.abandon_expired([task_id], now=now)
-            if not closed or closed[0].status is not TaskStatus.FAILED:
-                return None
-            return self.tasks.claim(task_id, locked_by=invocation_id, lease_until=self._lease_end(now), now=now)
-        if current.status in (TaskStatus.QUEUED, TaskStatus.FAILED) and current.available_at > now:
-            self._wake_later(current)
-        return None
+    def can_start_a_call(self, remaining_s: float) -> bool:
+        return remaining_s - self.margin_s >= self.ai_timeout_s
 
-    def _wake_later(self, task: Task) -> None:
-        self.dispatch(task, now=self.clock())
-
-    def _run(self, task: Task, invocation_id: str, receipt_handle: str | None) -> RunOutcome:
-        request = AiRequest.from_payload(task.type, task.payload, attempt_no=task.attempt_count)
-        done = threading.Event()
-        result: list[AiResult | AiError] = []
-
-        def call() -> None:
-            try:
-                result.append(self.provider.complete(request, timeout_s=self.ai_timeout_s))
-            except AiError as exc:
-                result.append(exc)
-            except Exception as exc:  # a provider bug must not hang the run: record it as an unknown error
-                logger.exception("the provider raised something other than AiError")
-                result.append(AiError("unknown", f"{type(exc).__name__}: {exc}"))
-
-        started = time.perf_counter()
-        _CALLS.run(call, done)
-        stopped = self._wait(task, invocation_id, receipt_handle, done, started)
-        elapsed_ms = round((time.perf_counter() - started) * 1000)
-        if not result and stopped == "cancel":
+    def outcome(self, run: _Run, elapsed_ms: int) -> RunOutcome:
+        """How a run ended, from its model call's answer or the reason it stopped waiting for one."""
+        answer = run.answer
+        if answer is None and run.stopped == "cancel":
             # A cancelled call is abandoned (best effort): its tokens, if any, are not known here.
             return RunOutcome(
                 TaskStatus.CANCELLED,
@@ -162,60 +186,20 @@ class RunTask:
                 latency_ms=elapsed_ms,
                 error_code="cancelled",
                 error_detail="cancelled while the model was working",
-                model=request.model,
+                model=run.request.model,
             )
-        if not result and stopped == "timeout":
-            result.append(AiError("timeout", "the provider did not return within its timeout"))
-        if not result:
+        if answer is None and run.stopped == "timeout":
+            answer = AiError("timeout", "the provider did not return within its timeout")
+        if answer is None:
             # The lease could not be kept: a retryable failure (if another run took the task over, the fenced
             # finish writes nothing anyway).
-            result.append(AiError("connection", "the run could not renew its lease"))
-        answer = result[0]
+            answer = AiError("connection", "the run could not renew its lease")
         if isinstance(answer, AiResult):
             try:
-                return self._succeeded(task, answer)
+                return self._succeeded(run.task, answer)
             except AiError as exc:
                 answer = exc
-        return self._failed(task, answer, elapsed_ms, request.model)
-
-    def _wait(
-        self, task: Task, invocation_id: str, receipt_handle: str | None, done: threading.Event, started: float
-    ) -> str | None:
-        """Wait for the model call, renewing the lease every `heartbeat_s` (the heartbeat); None when the call
-        returned, else why the run stopped waiting: "cancel" (requested), "lease" (it could not be kept), "timeout"."""
-        deadline = started + self.ai_timeout_s + 5
-        next_beat = started + self.heartbeat_s
-        held_until = self._lease_end(self.clock())
-        while not done.wait(max(0.0, min(next_beat, deadline) - time.perf_counter())):
-            now = time.perf_counter()
-            if now >= deadline:
-                return "timeout"
-            if now < next_beat:
-                continue
-            next_beat = now + self.heartbeat_s
-            until = self._lease_end(self.clock())
-            try:
-                lease = self.tasks.extend_lease(
-                    task.id, locked_by=invocation_id, attempt_no=task.attempt_count, lease_until=until
-                )
-            except Exception:
-                # A passing database error: keep beating while the lease we hold lasts; past it, give the run up
-                # rather than race the run that takes it over.
-                logger.warning("could not renew the lease", exc_info=True, extra={"task_id": str(task.id)})
-                if self.clock() >= held_until:
-                    return "lease"
-                continue
-            if lease is None:
-                return "lease"
-            held_until = until
-            if lease.cancel_requested:
-                return "cancel"
-            if receipt_handle is not None:
-                try:
-                    self.queue.extend_visibility(receipt_handle, self.lease_s * 2)
-                except Exception:
-                    logger.warning("could not extend the message's visibility", exc_info=True)
-        return None
+        return self._failed(run.task, answer, elapsed_ms, run.request.model)
 
     def _succeeded(self, task: Task, answer: AiResult) -> RunOutcome:
         kind = REGISTRY[task.type].artifact_kind if task.type in REGISTRY else "text"
@@ -263,6 +247,176 @@ class RunTask:
         )
 
 
+class _Batch:
+    """The runs of one invocation, driven from the invocation's own thread: the model calls run on threads of
+    their own and report back through `ended`; everything that talks to the database happens here, batched."""
+
+    def __init__(self, engine: Execute, invocation_id: str, slots: int, remaining_s: Callable[[], float]) -> None:
+        self.engine = engine
+        self.invocation_id = invocation_id
+        self.slots = slots
+        self.remaining_s = remaining_s
+        self.inflight: dict[tuple[UUID, int], _Run] = {}
+        self.ended: queue.SimpleQueue[_Run] = queue.SimpleQueue()
+        self.reports: list[RunReport] = []
+        self.claimed = 0
+        self.may_find_work = True  # a claim filled every slot it asked for, or runs ended since the last one
+        self.freed_late: list[TenantId] = []  # tenants whose runs ended when no new call could be started
+
+    def claim(self) -> None:
+        """Claim work for the free slots (one statement), and start the claimed tasks' model calls."""
+        free = self.slots - len(self.inflight)
+        if free <= 0 or not self.may_find_work:
+            return
+        engine = self.engine
+        now = engine.clock()
+        lease_until = engine.lease_end(now)
+        tasks = engine.tasks.claim_due(limit=free, locked_by=self.invocation_id, lease_until=lease_until, now=now)
+        self.claimed += len(tasks)
+        self.may_find_work = len(tasks) == free
+        for task in tasks:
+            self._start(task, now, lease_until)
+
+    def _start(self, task: Task, now: datetime, lease_until: datetime) -> None:
+        request = AiRequest.from_payload(task.type, task.payload, attempt_no=task.attempt_count)
+        delay_ms = max(0, round((now - task.available_at).total_seconds() * 1000))
+        run = _Run(task, request, delay_ms, time.perf_counter(), lease_until)
+        self.inflight[run.key] = run
+        provider, timeout_s = self.engine.provider, self.engine.ai_timeout_s
+
+        def call() -> None:
+            try:
+                run.answer = provider.complete(request, timeout_s=timeout_s)
+            except AiError as exc:
+                run.answer = exc
+            except Exception as exc:  # a provider bug must not hang the run: record it as an unknown error
+                logger.exception("the provider raised something other than AiError")
+                run.answer = AiError("unknown", f"{type(exc).__name__}: {exc}")
+            self.ended.put(run)
+
+        _CALLS.run(call)
+
+    def run(self) -> BatchReport:
+        engine = self.engine
+        next_beat = time.perf_counter() + engine.heartbeat_s
+        while self.inflight:
+            wake_at = min(next_beat, *(self._deadline(run) for run in self.inflight.values()))
+            ended = self._wait(wake_at - time.perf_counter())
+            now = time.perf_counter()
+            if now >= next_beat:
+                next_beat = now + engine.heartbeat_s
+                ended += self._beat()
+            for run in self.inflight.values():
+                if now >= self._deadline(run) and run.answer is None and run.stopped is None:
+                    run.stopped = "timeout"
+                    ended.append(run)
+            if ended:
+                self._finish(ended)
+                self._refill(ended)
+        if self.freed_late:
+            self._wake_next()
+        return BatchReport(self.reports, self.claimed)
+
+    def _deadline(self, run: _Run) -> float:
+        """When the run stops waiting for its call: the provider's own timeout should have ended it before."""
+        return run.started + self.engine.ai_timeout_s + 5
+
+    def _wait(self, timeout_s: float) -> list[_Run]:
+        """The runs whose calls returned: the first within `timeout_s`, then every other one already back."""
+        ended: list[_Run] = []
+        try:
+            ended.append(self.ended.get(timeout=max(0.0, timeout_s)))
+            while True:
+                ended.append(self.ended.get_nowait())
+        except queue.Empty:
+            pass
+        # A call given up earlier (cancel, timeout, lost lease) may still come back: it is no longer in flight.
+        return [run for run in ended if self.inflight.get(run.key) is run]
+
+    def _beat(self) -> list[_Run]:
+        """The heartbeat: renew every run's lease in one statement, and stop waiting for the calls of runs whose
+        cancel was requested (they end cancelled) or whose lease is gone (another run has the task: dropped)."""
+        engine = self.engine
+        waiting = [run for run in self.inflight.values() if run.answer is None and run.stopped is None]
+        if not waiting:
+            return []
+        until = engine.lease_end(engine.clock())
+        try:
+            leases = engine.tasks.extend_leases(
+                [run.key for run in waiting], locked_by=self.invocation_id, lease_until=until
+            )
+        except Exception:
+            # A passing database error: keep beating while a lease we hold lasts; past it, give the run up (a
+            # retryable failure) rather than race the run that takes it over.
+            logger.warning("could not renew the leases", exc_info=True)
+            now = engine.clock()
+            expired = [run for run in waiting if run.lease_until <= now]
+            for run in expired:
+                run.stopped = "lease"
+            return expired
+        stopped: list[_Run] = []
+        for run in waiting:
+            lease = leases.get(run.task.id)
+            if lease is None:
+                logger.warning("lease lost while the model was working", extra={"task_id": str(run.task.id)})
+                del self.inflight[run.key]
+                continue
+            run.lease_until = until
+            if lease.cancel_requested:
+                run.stopped = "cancel"
+                stopped.append(run)
+        return stopped
+
+    def _finish(self, ended: list[_Run]) -> None:
+        """End these runs in one statement; a failed one is woken again at its retry time."""
+        engine = self.engine
+        now_p = time.perf_counter()
+        outcomes = {run.key: engine.outcome(run, round((now_p - run.started) * 1000)) for run in ended}
+        for run in ended:
+            del self.inflight[run.key]
+        finished_runs = [FinishedRun(run.task.id, run.task.attempt_count, outcomes[run.key]) for run in ended]
+        try:
+            finished = engine.tasks.finish_runs(finished_runs, locked_by=self.invocation_id, now=engine.clock())
+        except Exception:
+            # Their leases run out; the sweeper then closes the attempts and the tasks run again.
+            logger.exception("could not record the runs' outcomes", extra={"task_ids": [str(r.task.id) for r in ended]})
+            return
+        by_id = {task.id: task for task in finished}
+        for run in ended:
+            task = by_id.get(run.task.id)
+            if task is None:
+                logger.warning(
+                    "lease lost before the run ended: its outcome was discarded", extra={"task_id": str(run.task.id)}
+                )
+                continue
+            if task.status is TaskStatus.FAILED:
+                engine.dispatch(task, now=engine.clock())
+            self.reports.append(RunReport(task, run.task.attempt_count, outcomes[run.key], run.queue_delay_ms))
+        self.may_find_work = True  # the slots they freed may admit work their tenants' caps held back
+
+    def _refill(self, ended: list[_Run]) -> None:
+        """Claim for the slots that runs freed, while a new call could still finish in time; past that, note whose
+        slots they were."""
+        if self.engine.can_start_a_call(self.remaining_s()):
+            try:
+                self.claim()
+            except DependencyUnavailableError:
+                logger.warning("could not claim more work", exc_info=True)
+                self.may_find_work = False
+            return
+        self.freed_late.extend(run.task.tenant_id for run in ended)
+
+    def _wake_next(self) -> None:
+        """Runs ended when no new call could be started here: wake other executors for the work they freed."""
+        engine = self.engine
+        now = engine.clock()
+        try:
+            for task in engine.tasks.claimable(self.freed_late, now=now):
+                engine.dispatch(task, now=now)
+        except DependencyUnavailableError:
+            logger.warning("could not look for the work freed slots admit; the sweeper will wake it", exc_info=True)
+
+
 def _valid_json(text: str, schema: dict[str, object]) -> str:
     """The answer as compact JSON if it parses and matches the task's schema; else a retryable invalid_output."""
     from jsonschema import Draft202012Validator  # only extract tasks need it: kept off the cold start
@@ -279,12 +433,26 @@ def _valid_json(text: str, schema: dict[str, object]) -> str:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class DeadLetterTask:
-    """A message reached the DLQ: its task is dead-lettered (unless it already finished)."""
+class RescueWakeUp:
+    """A wake-up reached the DLQ: it kept failing (an executor crashed or could not reach the database). That is no
+    verdict on a task - poison tasks are caught by their attempts. The task it names, if its run died, is closed
+    (its attempt abandoned: failed and woken again, or dead-lettered only when its attempts are spent); a task that
+    still waits gets a new wake-up; nothing else changes."""
 
     tasks: TaskRepository
+    dispatch: Dispatcher
     clock: Callable[[], datetime] = utc_now
 
-    def __call__(self, task_id: UUID, *, attempt_no: int, receive_count: int | None) -> Task | None:
-        reason = f"dlq: its message was received {receive_count or 'too many'} times without an outcome"
-        return self.tasks.dead_letter(task_id, attempt_no=attempt_no, reason=reason, now=self.clock())
+    def __call__(self, wake: WakeUp) -> Task | None:
+        now = self.clock()
+        task = self.tasks.get_by_id(wake.task_id) if wake.task_id else None
+        if task is None:
+            if wake.tenant_id:
+                self.dispatch.wake(wake.model_copy(update={"at": None}), now=now)
+            return None
+        if task.status is TaskStatus.RUNNING and task.locked_until is not None and task.locked_until < now:
+            closed = self.tasks.abandon_expired([task.id], now=now)
+            task = closed[0] if closed else task
+        if task.status in (TaskStatus.QUEUED, TaskStatus.FAILED):
+            self.dispatch(task, now=now)
+        return task

@@ -6,7 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from aitasks.domain.errors import AitasksError
 from aitasks.domain.task import TaskStatus
@@ -76,19 +76,25 @@ class TaskRepository(Protocol):
         """The tenant's task, or None (also when it belongs to another tenant)."""
         ...
 
-    def claim(self, task_id: UUID, *, locked_by: str, lease_until: datetime, now: datetime) -> Task | None:
-        """Lease a runnable task (queued, or failed and due) and open its next attempt; None when not runnable."""
+    def claim_due(self, *, limit: int, locked_by: str, lease_until: datetime, now: datetime) -> list[Task]:
+        """Lease up to `limit` of the best due tasks (fair share across tenants, then priority, then age, each
+        tenant within its cap) and open their next attempts, in one statement; [] when nothing can be claimed."""
         ...
 
-    def finish(
-        self, task_id: UUID, outcome: RunOutcome, *, locked_by: str, attempt_no: int, now: datetime
-    ) -> Task | None:
-        """End the leased run with its outcome (attempt, totals, artifact, event in one statement); fenced by
-        (task id, locked_by, attempt): None when the lease was lost and nothing changed."""
+    def finish_runs(self, runs: Sequence[FinishedRun], *, locked_by: str, now: datetime) -> list[Task]:
+        """End leased runs with their outcomes (attempt, totals, artifact, event), all in one statement; each is
+        fenced by (task id, locked_by, attempt): a run whose lease was lost changes nothing and is not returned."""
         ...
 
-    def extend_lease(self, task_id: UUID, *, locked_by: str, attempt_no: int, lease_until: datetime) -> Lease | None:
-        """Renew a held lease; None when it is no longer held (taken over or finished)."""
+    def extend_leases(
+        self, runs: Sequence[tuple[UUID, int]], *, locked_by: str, lease_until: datetime
+    ) -> dict[UUID, Lease]:
+        """Renew the leases of these (task id, attempt) runs that `locked_by` still holds; a run missing from the
+        answer lost its lease (taken over or finished)."""
+        ...
+
+    def claimable(self, tenants: Sequence[TenantId], *, now: datetime) -> list[Task]:
+        """The due tasks of these tenants that their caps admit now (what a claim could take)."""
         ...
 
     def abandon_expired(self, task_ids: Sequence[UUID], *, now: datetime) -> list[Task]:
@@ -98,7 +104,8 @@ class TaskRepository(Protocol):
     def expired_leases(self, *, now: datetime, limit: int) -> list[UUID]: ...
 
     def redispatch_due(self, *, now: datetime, due_before: datetime, limit: int) -> list[Task]:
-        """Due tasks whose last wake-up is older than `due_before`, marked as dispatched now."""
+        """Due tasks whose last wake-up is older than `due_before` and whose tenant is below its cap, marked as
+        dispatched now."""
         ...
 
     def redrive(
@@ -117,11 +124,6 @@ class TaskRepository(Protocol):
     def dead_letters(
         self, *, limit: int, types: Sequence[str] | None = None, since: datetime | None = None
     ) -> list[Task]: ...
-
-    def dead_letter(self, task_id: UUID, *, attempt_no: int, reason: str, now: datetime) -> Task | None:
-        """Move a task that is not finished to dead_letter (its message, sent for `attempt_no`, reached the DLQ);
-        None when it finished, or when the message is stale (a live run holds the task, or that attempt happened)."""
-        ...
 
     def get_by_id(self, task_id: UUID) -> Task | None:
         """A task whoever its tenant: only for the executor and operators, never for a request."""
@@ -196,6 +198,28 @@ class TenantRepository(Protocol):
     def save(self, plan: TenantPlan, *, now: datetime) -> None: ...
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """A tenant's limits as the claim applies them, and its work now."""
+
+    tenant_id: TenantId
+    tier: Tier | None  # None: no tier yet (the standard tier's defaults apply)
+    max_concurrency: int  # what the claim enforces: the override, else the tier's default
+    max_concurrency_override: int | None
+    running: int
+    queued: int  # queued or failed, whether due or not
+
+
+class LimitsRepository(Protocol):
+    """Per-tenant limits (stored in Postgres, read by the claim statement)."""
+
+    def set_max_concurrency(self, tenant_id: TenantId, value: int | None, *, now: datetime) -> None:
+        """Override the tenant's cap (0 pauses it); None goes back to its tier's default."""
+        ...
+
+    def limits(self, tenant_id: TenantId) -> TenantLimits: ...
+
+
 class UsageKeyNotFoundError(AitasksError, LookupError):
     """API Gateway has no API key with this id."""
 
@@ -249,9 +273,9 @@ class EventPublisher(Protocol):
 
 
 class Scheduler(Protocol):
-    """One-time wake-ups further ahead than a queue's delay allows."""
+    """One-time wake-ups further ahead than a queue's delay allows, one per task."""
 
-    def schedule(self, task_id: UUID, *, attempt_no: int, at: datetime) -> None: ...
+    def schedule(self, task_id: UUID, wake: WakeUp, *, at: datetime) -> None: ...
 
     def unschedule(self, task_id: UUID) -> None:
         """Remove the task's pending wake-up, if any (best effort)."""
@@ -307,18 +331,27 @@ class MessagePusher(Protocol):
 
 
 class WorkQueue(Protocol):
-    """Wake-up calls for the executor. A message only names a task; Postgres stays the source of truth."""
+    """Wake-up calls for the executor. A message only says that there is due work; Postgres decides what runs."""
 
-    def send(self, task_id: UUID, *, attempt_no: int, delay_s: int = 0) -> None: ...
+    def send(self, wake: WakeUp, *, delay_s: int = 0) -> None: ...
 
-    def extend_visibility(self, receipt_handle: str, seconds: int) -> None:
-        """Keep a message being worked on hidden from other consumers for `seconds` more."""
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        """Make a received message visible to consumers again in `seconds` (0: at once)."""
         ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Lease:
     cancel_requested: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FinishedRun:
+    """A run to end: its task, the attempt it ran, and how it went."""
+
+    task_id: UUID
+    attempt_no: int
+    outcome: RunOutcome
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -351,9 +384,24 @@ class RunOutcome:
 
 
 class WakeUp(BaseModel):
-    """The body of a work-queue message. Postgres holds the task; this only says which one to look at."""
+    """The body of a work-queue message: there is due work (from `at`, when given). Postgres holds the tasks and the
+    executor claims the best of them, whichever tenant; the tenant and task named here are only hints (the
+    message's group, and what the DLQ handler looks at). Old messages ({taskId, attempt}) still parse."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
-    task_id: UUID = Field(alias="taskId")
-    attempt: int = Field(ge=1)
+    tenant_id: str | None = Field(default=None, alias="tenantId", min_length=1, max_length=200)
+    task_id: UUID | None = Field(default=None, alias="taskId")
+    at: AwareDatetime | None = Field(default=None, description="the due time it was sent for")
+
+    def body(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """A wake-up as the executor received it: the queue's message id and receipt handle, and its body."""
+
+    message_id: str
+    receipt_handle: str
+    wake: WakeUp

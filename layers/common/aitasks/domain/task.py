@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NewType
+from typing import TYPE_CHECKING, Any, Literal, NewType
 from uuid import UUID, uuid4
 
 from aitasks.domain.errors import IllegalTransitionError
@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from decimal import Decimal
 
 TenantId = NewType("TenantId", str)
+
+# Why a queued (or failed) task is not running now; the database derives it (task_waiting_for, migration 0008).
+WaitingFor = Literal["schedule", "retry", "concurrency"]
 
 DEFAULT_PRIORITY = 5
 DEFAULT_MAX_ATTEMPTS = 3
@@ -109,6 +112,9 @@ class Task:
     # Attempts numbered after budget_from make up the current budget (a redrive starts a new one).
     budget_from: int = 0
     redrive_count: int = 0
+    # Why a queued or failed task is not running now (schedule, retry, concurrency), derived by the database when
+    # the task is read; None when it only waits for an executor, or is not waiting.
+    waiting_for: WaitingFor | None = None
 
     @property
     def attempts_in_budget(self) -> int:

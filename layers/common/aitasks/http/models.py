@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 from pydantic.alias_generators import to_camel
 
 from aitasks.application.tasks import NewTask
-from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus
+from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus, WaitingFor
 
 if TYPE_CHECKING:
     from aitasks.application.live import Ticket
@@ -85,6 +85,10 @@ class TaskView(CamelModel):
     type: str
     priority: int
     status: TaskStatus
+    waiting_for: WaitingFor | None = Field(
+        description="why a queued task is not running now: its scheduled time (schedule), its retry time (retry), "
+        "its tenant's concurrency cap (concurrency); null when it only waits for a free executor, or is not waiting"
+    )
     payload: dict[str, Any]
     scheduled_at: datetime | None
     attempt_count: int
@@ -104,6 +108,7 @@ class TaskView(CamelModel):
             type=task.type,
             priority=task.priority,
             status=task.status,
+            waiting_for=task.waiting_for,
             payload=dict(task.payload),
             scheduled_at=task.scheduled_at,
             attempt_count=task.attempt_count,

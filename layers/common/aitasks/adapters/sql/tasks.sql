@@ -16,84 +16,80 @@ WITH task AS (
            jsonb_build_object('type', task.type, 'status', e.status, 'attemptNo', 0), task.created_at
     FROM task, (VALUES ('task.created', 'created'), ('task.queued', 'queued')) AS e (event_type, status)
 )
-SELECT * FROM task;
+SELECT task.*, task_waiting_for(task.tenant_id, task.status, task.available_at, now()) AS waiting_for FROM task;
 
 -- name: get_task
-SELECT * FROM tasks WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
+-- waiting_for (the API's waitingFor) is derived here, at read time, by the rules the claim applies.
+SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, now()) AS waiting_for
+FROM tasks t WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s;
 
--- name: claim_task
--- transition: queued -> reserved -> running
--- transition: failed -> queued -> reserved -> running
-WITH claimed AS (
-    UPDATE tasks
-    SET status = 'running', locked_by = %(locked_by)s, locked_until = %(lease_until)s,
-        attempt_count = attempt_count + 1, updated_at = %(now)s
-    WHERE id = %(id)s
-      AND status IN ('queued', 'failed')
-      AND available_at <= %(now)s
-      AND cancel_requested_at IS NULL
-    RETURNING *
-), attempt AS (
-    INSERT INTO task_attempts (id, task_id, attempt_no, status, started_at)
-    SELECT gen_random_uuid(), id, attempt_count, 'running', %(now)s FROM claimed
-), event AS (
-    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
-    SELECT gen_random_uuid(), id, tenant_id, 'task.started',
-           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
-    FROM claimed
-)
-SELECT * FROM claimed;
+-- name: claim_due
+-- The best due work, up to `limit` tasks, in one statement: claim_tasks() (migrations/0008_engine.sql) holds the
+-- fair-share, priority and cap rules and the transitions queued|failed -> running.
+SELECT * FROM claim_tasks(%(locked_by)s, %(lease_until)s, %(now)s, %(limit)s);
 
--- name: finish_run
--- The end of a leased run, fenced by (id, locked_by, attempt): a run whose lease was taken over changes nothing.
--- The status comes from the caller (adapters/postgres.py allows only these targets):
+-- name: finish_runs
+-- The end of leased runs, one row each in %(runs)s (a JSON array), in one statement. Each is fenced by (id,
+-- locked_by, attempt): a run whose lease was taken over changes nothing. The status comes from the caller
+-- (adapters/postgres.py allows only these targets):
 -- transition: running -> succeeded
 -- transition: running -> failed
 -- transition: running -> dead_letter
 -- transition: running -> cancelled
-WITH done AS (
+WITH run AS (
+    SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb) AS r (
+        id uuid, attempt_no smallint, status text, event_type text, attempt_status text, last_error text,
+        available_at timestamptz, model text, tokens_in integer, tokens_out integer, cost numeric,
+        latency_ms integer, error_code text, error_detail text, artifact_kind text, artifact_content text)
+), done AS (
     UPDATE tasks
     -- A retryable failure of a task whose cancel was requested meanwhile ends it: it would never be claimed again.
-    SET status = CASE WHEN %(status)s = 'failed' AND cancel_requested_at IS NOT NULL THEN 'cancelled'
-                      ELSE %(status)s END,
-        locked_by = NULL, locked_until = NULL, last_error = %(last_error)s::text,
-        available_at = COALESCE(%(available_at)s::timestamptz, available_at),
-        tokens_in = tokens_in + COALESCE(%(tokens_in)s::bigint, 0),
-        tokens_out = tokens_out + COALESCE(%(tokens_out)s::bigint, 0),
-        cost = CASE WHEN %(cost)s::numeric IS NULL THEN cost ELSE COALESCE(cost, 0) + %(cost)s::numeric END,
+    SET status = CASE WHEN run.status = 'failed' AND tasks.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      ELSE run.status END,
+        locked_by = NULL, locked_until = NULL, last_error = run.last_error,
+        available_at = COALESCE(run.available_at, tasks.available_at),
+        tokens_in = tasks.tokens_in + COALESCE(run.tokens_in, 0),
+        tokens_out = tasks.tokens_out + COALESCE(run.tokens_out, 0),
+        cost = CASE WHEN run.cost IS NULL THEN tasks.cost ELSE COALESCE(tasks.cost, 0) + run.cost END,
         -- a failed task's next wake-up is sent right after this commit
-        dispatched_at = CASE WHEN %(status)s = 'failed' AND cancel_requested_at IS NULL THEN %(now)s
-                             ELSE dispatched_at END,
+        dispatched_at = CASE WHEN run.status = 'failed' AND tasks.cancel_requested_at IS NULL THEN %(now)s
+                             ELSE tasks.dispatched_at END,
         updated_at = %(now)s
-    WHERE id = %(id)s
-      AND status IN ('running')
-      AND locked_by = %(locked_by)s
-      AND attempt_count = %(attempt_no)s
-    RETURNING *
+    FROM run
+    WHERE tasks.id = run.id
+      AND tasks.status IN ('running')
+      AND tasks.locked_by = %(locked_by)s
+      AND tasks.attempt_count = run.attempt_no
+    RETURNING tasks.*
 ), attempt AS (
     UPDATE task_attempts
-    SET status = %(attempt_status)s, ended_at = %(now)s, model = %(model)s::text,
-        tokens_in = %(tokens_in)s::integer, tokens_out = %(tokens_out)s::integer, cost = %(cost)s::numeric,
-        latency_ms = %(latency_ms)s::integer, error_code = %(error_code)s::text, error_detail = %(error_detail)s::text
-    WHERE task_id = (SELECT id FROM done) AND attempt_no = %(attempt_no)s AND status = 'running'
+    -- the database's time, as the claim's started_at: before this commits, so before any claim that counts it ended
+    SET status = run.attempt_status, ended_at = statement_timestamp(), model = run.model, tokens_in = run.tokens_in,
+        tokens_out = run.tokens_out, cost = run.cost, latency_ms = run.latency_ms, error_code = run.error_code,
+        error_detail = run.error_detail
+    FROM run JOIN done ON done.id = run.id
+    WHERE task_attempts.task_id = run.id AND task_attempts.attempt_no = run.attempt_no
+      AND task_attempts.status = 'running'
 ), artifact AS (
     INSERT INTO task_artifacts (id, task_id, kind, content, created_at)
-    SELECT gen_random_uuid(), id, %(artifact_kind)s::text, %(artifact_content)s::text, %(now)s
-    FROM done WHERE %(artifact_kind)s::text IS NOT NULL
+    SELECT gen_random_uuid(), run.id, run.artifact_kind, run.artifact_content, %(now)s
+    FROM run JOIN done ON done.id = run.id WHERE run.artifact_kind IS NOT NULL
 ), event AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
-    SELECT gen_random_uuid(), id, tenant_id,
-           CASE status WHEN 'cancelled' THEN 'task.cancelled' ELSE %(event_type)s END,
-           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
-    FROM done
+    SELECT gen_random_uuid(), done.id, done.tenant_id,
+           CASE done.status WHEN 'cancelled' THEN 'task.cancelled' ELSE run.event_type END,
+           jsonb_build_object('type', done.type, 'status', done.status, 'attemptNo', done.attempt_count), %(now)s
+    FROM done JOIN run ON run.id = done.id
 )
 SELECT * FROM done;
 
--- name: extend_lease
--- A heartbeat: renew the lease of a run that still holds it; says whether a cancel was requested.
+-- name: extend_leases
+-- A heartbeat for every run of an invocation: renew the leases it still holds; says which have a cancel request.
 UPDATE tasks SET locked_until = %(lease_until)s
-WHERE id = %(id)s AND status = 'running' AND locked_by = %(locked_by)s AND attempt_count = %(attempt_no)s
-RETURNING cancel_requested_at;
+FROM unnest(%(ids)s::uuid[], %(attempt_nos)s::smallint[]) AS run (id, attempt_no)
+WHERE tasks.id = run.id AND tasks.status = 'running' AND tasks.locked_by = %(locked_by)s
+  AND tasks.attempt_count = run.attempt_no
+RETURNING tasks.id, tasks.cancel_requested_at;
 
 -- name: abandon_expired_run
 -- A run whose lease expired died (timeout, OOM, lost host): close its attempt as abandoned; the task is cancelled
@@ -124,34 +120,6 @@ WITH stale AS (
     FROM stale
 )
 SELECT * FROM stale;
-
--- name: dead_letter
--- Its message reached the DLQ: the task is dead (a running attempt whose lease expired is abandoned) - unless the
--- message is stale: a live run holds the task, or the attempt it was sent for already happened and the task waits
--- for a later one.
--- transition: created -> dead_letter
--- transition: queued -> dead_letter
--- transition: reserved -> dead_letter
--- transition: running -> dead_letter
--- transition: failed -> dead_letter
-WITH dead AS (
-    UPDATE tasks
-    SET status = 'dead_letter', last_error = %(reason)s, locked_by = NULL, locked_until = NULL, updated_at = %(now)s
-    WHERE id = %(id)s AND status IN ('created', 'queued', 'reserved', 'running', 'failed')
-      AND NOT (status = 'running' AND locked_until >= %(now)s)
-      AND NOT (status IN ('queued', 'failed') AND attempt_count >= %(attempt_no)s)
-    RETURNING *
-), attempt AS (
-    UPDATE task_attempts
-    SET status = 'abandoned', ended_at = %(now)s, error_code = 'dlq', error_detail = %(reason)s
-    WHERE task_id = (SELECT id FROM dead) AND status = 'running'
-), event AS (
-    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
-    SELECT gen_random_uuid(), id, tenant_id, 'task.dead_lettered',
-           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
-    FROM dead
-)
-SELECT * FROM dead;
 
 -- name: get_task_by_id
 -- For the executor, which acts on the task a message names, whoever its tenant.
@@ -192,7 +160,7 @@ RETURNING *;
 -- so one plan serves every filter and the (tenant_id, status|type, created_at) indexes apply. The page's ids come
 -- from an index-only scan (the indexes include status and type), so a deep page skips its offset in the index and
 -- reads the table only for the rows it returns.
-SELECT t.* FROM (
+SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, now()) AS waiting_for FROM (
     SELECT id FROM tasks
     WHERE tenant_id = %(tenant_id)s AND status = ANY(%(statuses)s) AND type = ANY(%(types)s)
     ORDER BY created_at DESC, id DESC
@@ -232,18 +200,34 @@ ORDER BY o.seq;
 SELECT id FROM tasks WHERE status = 'running' AND locked_until < %(now)s ORDER BY locked_until LIMIT %(limit)s;
 
 -- name: redispatch_due
--- Due tasks whose last wake-up is older than the grace period: their message was lost (or the schedule was).
--- SKIP LOCKED lets sweepers run side by side; the returned tasks get a new wake-up right after the commit.
+-- Due tasks whose last wake-up is older than the grace period: their message was lost (or the schedule was), or
+-- it was spent while their tenant was at its cap. A tenant at its cap is left out: a finishing run of its own
+-- claims (or wakes) its next task. SKIP LOCKED lets sweepers run side by side; the returned tasks get a new
+-- wake-up right after the commit.
 WITH due AS (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'failed') AND available_at <= %(due_before)s
       AND (dispatched_at IS NULL OR dispatched_at <= %(due_before)s)
+      AND tenant_running(tenant_id) < tenant_max_concurrency(tenant_id)
     ORDER BY available_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET dispatched_at = %(now)s FROM due WHERE tasks.id = due.id
 RETURNING tasks.*;
+
+-- name: claimable
+-- What the runs that just ended freed, for an executor that can no longer claim: the next due tasks of these
+-- tenants that their caps now admit, in the claim's order (they get wake-ups, so the freed slots do not wait for
+-- the sweeper).
+SELECT next.* FROM unnest(%(tenants)s::text[]) AS f (tenant_id)
+CROSS JOIN LATERAL (
+    SELECT t.* FROM tasks t
+    WHERE t.tenant_id = f.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(now)s
+      AND t.cancel_requested_at IS NULL
+    ORDER BY t.priority, t.available_at, t.id
+    LIMIT GREATEST(tenant_max_concurrency(f.tenant_id) - tenant_running(f.tenant_id), 0)
+) next;
 
 -- name: redrive
 -- transition: dead_letter -> queued
