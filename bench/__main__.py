@@ -18,7 +18,7 @@ from typing import Any
 from bench import report
 from bench.harness import ROOT, Postgres, run_scenario
 
-SCENARIOS = ("create", "execute", "query", "cold_start", "end_to_end", "memory")
+SCENARIOS = ("create", "execute", "latency", "query", "cold_start", "end_to_end", "memory")
 FUNCTIONS = [
     "create_task",
     "query_tasks",
@@ -33,6 +33,7 @@ FUNCTIONS = [
 FULL: dict[str, dict[str, Any]] = {
     "create": {"rounds": 6, "per_round": 150, "warmup": 50, "profile_requests": 200},
     "execute": {"n": 2000, "concurrency": 8, "rounds": 4, "warmup": 3, "relay_n": 200},
+    "latency": {"n": 500, "concurrency": 8, "latency_ms": 2000, "rounds": 3},
     "query": {"tasks": 1_000_000, "tenants": 100, "rounds": 4, "per_round": 50},
     "cold_start": {"repeat": 12, "functions": FUNCTIONS, "warmup": True},
     "end_to_end": {"n": 200, "concurrency": 8, "port": 4588},
@@ -42,6 +43,7 @@ FULL: dict[str, dict[str, Any]] = {
 QUICK: dict[str, dict[str, Any]] = {
     "create": {"rounds": 2, "per_round": 3, "warmup": 1, "profile_requests": 3},
     "execute": {"n": 20, "concurrency": 2, "rounds": 2, "warmup": 1, "relay_n": 0},
+    "latency": {"n": 20, "concurrency": 2, "latency_ms": 100, "rounds": 1},
     "query": {"tasks": 2000, "tenants": 10, "rounds": 2, "per_round": 2},
     "cold_start": {"repeat": 1, "functions": ["query_tasks"], "warmup": False},
     "end_to_end": {"n": 4, "concurrency": 2, "port": 4588},

@@ -42,7 +42,7 @@ def _sqs_event(task_ids: list[str]) -> dict[str, Any]:
             {
                 "messageId": str(uuid.uuid4()),
                 "receiptHandle": f"rh-{task_id}",
-                "body": f'{{"taskId": "{task_id}", "attempt": 1}}',
+                "body": f'{{"tenantId": "bench", "taskId": "{task_id}"}}',
                 "attributes": {"ApproximateReceiveCount": "1"},
                 "messageAttributes": {},
                 "md5OfBody": "",
@@ -65,7 +65,7 @@ class _Context:
         self.aws_request_id = str(uuid.uuid4())
 
     def get_remaining_time_in_millis(self) -> int:
-        return 120_000
+        return 300_000  # the template's executor timeout
 
 
 def _environment(env: dict[str, str], batches: Queue[list[str] | None], control: Pipe) -> None:
@@ -83,15 +83,17 @@ def _environment(env: dict[str, str], batches: Queue[list[str] | None], control:
         if command == "stop":
             control.send({"peak_rss_mb": peak_rss_mb()})
             return
-        done, failed = 0, 0
+        done, failed, busy = 0, 0, 0.0
         conn = bootstrap.connection()()
         cpu = time.process_time()
         with round_trips(conn) if command == "count" else contextlib.nullcontext() as counted:
             while (batch := batches.get()) is not None:
+                started = time.perf_counter()
                 response = handler.lambda_handler(_sqs_event(batch), _Context())
+                busy += time.perf_counter() - started  # what Lambda would bill this environment
                 failed += len(response.get("batchItemFailures") or [])
                 done += len(batch)
-        report = {"done": done, "failed": failed, "cpu_s": time.process_time() - cpu}
+        report = {"done": done, "failed": failed, "cpu_s": time.process_time() - cpu, "busy_s": busy}
         control.send({**report, "round_trips": counted[0] if counted else None})
 
 
@@ -139,20 +141,25 @@ class Executors:
 
 _QUEUED = """INSERT INTO tasks (id, tenant_id, type, priority, status, payload, available_at, max_attempts,
                    attempt_count, created_at, updated_at, dispatched_at)
-SELECT gen_random_uuid(), 'bench', 'chat', 5, 'queued', jsonb_build_object('prompt', 'Say hello, ' || i),
+SELECT gen_random_uuid(), 'bench', 'chat', 5, 'queued',
+       jsonb_build_object('prompt', 'Say hello, ' || i) || %(extra)s::jsonb,
        now() - interval '1 second', 3, 0, now(), now(), now()
 FROM generate_series(1, %(n)s) AS i
 RETURNING id"""
 
 
-def _queued_tasks(url: str, n: int) -> list[str]:
+def queued_tasks(url: str, n: int, *, latency_ms: int = 0) -> list[str]:
+    """N due tasks of one tenant (the fake model answers each after `latency_ms`); their ids."""
     import psycopg
+    from psycopg.types.json import Jsonb
 
+    extra = Jsonb({"params": {"fake": {"latencyMs": latency_ms}}} if latency_ms else {})
     with psycopg.connect(url, autocommit=True) as conn:
-        return [str(row[0]) for row in conn.execute(_QUEUED, {"n": n}).fetchall()]
+        conn.execute("INSERT INTO tenant_limits VALUES ('bench', 10000, now()) ON CONFLICT DO NOTHING")
+        return [str(row[0]) for row in conn.execute(_QUEUED, {"n": n, "extra": extra}).fetchall()]
 
 
-def _empty(url: str) -> None:
+def empty(url: str) -> None:
     """Both sides start every round on empty tables: Procrastinate's worker slows down as finished jobs pile up
     (about a third slower per 2,000), which would hand the later rounds to us."""
     import psycopg
@@ -162,7 +169,7 @@ def _empty(url: str) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def _succeeded(url: str, ids: list[str]) -> int:
+def succeeded(url: str, ids: list[str]) -> int:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -253,7 +260,7 @@ def _round_trips_with_relay(url: str, n: int) -> float | None:
         env["EVENT_BUS_NAME"] = "default"
         one = Executors(env, 1)
         try:
-            ids = _queued_tasks(url, n)
+            ids = queued_tasks(url, n)
             _, reports = one.drain(ids, "count")
         finally:
             one.stop()
@@ -270,15 +277,15 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     throughput: dict[str, list[float]] = {"ours": [], "baseline": []}
     cpu: dict[str, list[dict[str, float | None]]] = {"ours": [], "baseline": []}
     try:
-        ours.drain(_queued_tasks(url, config["warmup"] * concurrency))  # every environment warm, as Lambda's are
+        ours.drain(queued_tasks(url, config["warmup"] * concurrency))  # every environment warm, as Lambda's are
         ours.meter = CpuMeter(backend_pids(url, "aitasks"))
         for r in range(rounds):
             for side in ("ours", "baseline")[:: 1 if r % 2 == 0 else -1]:
-                _empty(url)
+                empty(url)
                 if side == "ours":
-                    ids = _queued_tasks(url, n)
+                    ids = queued_tasks(url, n)
                     elapsed, reports = ours.drain(ids)
-                    ok = _succeeded(url, ids)
+                    ok = succeeded(url, ids)
                     if ok != n or any(r["failed"] for r in reports):
                         raise RuntimeError(f"executor: {ok} of {n} succeeded; reports {reports}")
                 else:
@@ -288,7 +295,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
                 throughput[side].append(n / elapsed)
                 cpu[side].append((ours if side == "ours" else peer).cpu)
         count_n = max(concurrency * BATCH_SIZE, min(n, 500))
-        ids = _queued_tasks(url, count_n)
+        ids = queued_tasks(url, count_n)
         _, reports = ours.drain(ids, "count")
         trips = sum(r["round_trips"] for r in reports) / count_n
     finally:

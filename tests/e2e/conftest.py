@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,9 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
+from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository
+from aitasks.application.auth import CreateApiKey
+from aitasks.domain.task import TenantId
 from aitasks.local_stack import port_taken
 
 if TYPE_CHECKING:
@@ -36,6 +40,17 @@ class Stack:
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
+
+
+def new_tenant(name: str) -> tuple[str, str]:
+    """A tenant of its own (no tasks yet) and a key for it: the stack's database, as `aitasks keys create` does."""
+    provider = ConnectionProvider(lambda: (LOCAL / "database_url").read_text().strip())
+    tenant = f"{name}-{uuid.uuid4().hex[:6]}"
+    try:
+        _, key = CreateApiKey(PostgresApiKeyRepository(provider))(TenantId(tenant), "e2e")
+        return tenant, key
+    finally:
+        provider.close()
 
 
 def _read() -> Stack:

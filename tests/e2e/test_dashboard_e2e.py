@@ -20,10 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository
-from aitasks.application.auth import CreateApiKey
-from aitasks.domain.task import TenantId
-from tests.e2e.conftest import LOCAL, ROOT, Stack
+from tests.e2e.conftest import LOCAL, ROOT, Stack, new_tenant
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -117,13 +114,7 @@ def dashboard(browser: Any, stack: Stack) -> Iterator[Dashboard]:
 
 
 def new_tenants_key(name: str) -> str:
-    """A key of a tenant of its own (no tasks yet): the stack's database, as `aitasks keys create` does."""
-    provider = ConnectionProvider(lambda: (LOCAL / "database_url").read_text().strip())
-    try:
-        _, key = CreateApiKey(PostgresApiKeyRepository(provider))(TenantId(f"{name}-{uuid.uuid4().hex[:6]}"), "e2e")
-        return key
-    finally:
-        provider.close()
+    return new_tenant(name)[1]
 
 
 @pytest.fixture

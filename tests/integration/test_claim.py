@@ -186,7 +186,7 @@ def test_caps_hold_exactly_with_many_executors_claiming_at_once(db, database_url
     for _round in range(5):
         start = threading.Barrier(len(providers))
 
-        def executor(provider: ConnectionProvider) -> None:
+        def executor(provider: ConnectionProvider, start: threading.Barrier = start) -> None:
             mine = PostgresTaskRepository(provider)
             start.wait()
             got = claim(mine, 10, by=f"exec-{id(provider)}")
@@ -202,8 +202,10 @@ def test_caps_hold_exactly_with_many_executors_claiming_at_once(db, database_url
         counts = db().execute("SELECT tenant_id, count(*) AS n FROM tasks WHERE status = 'running' GROUP BY 1")
         assert {r["tenant_id"]: r["n"] for r in counts} == {"A": 7, "B": 3}
         # a slot frees in each tenant between rounds
-        one_each = [next(t for t in claimed if t.tenant_id == x and repo.get(TenantId(x), t.id).status == "running")
-                    for x in "AB"]
+        one_each = [
+            next(t for t in claimed if t.tenant_id == x and repo.get(TenantId(x), t.id).status == "running")
+            for x in "AB"
+        ]
         for task in one_each:
             assert finish(repo, [task], by=task.locked_by or "")
     for p in providers:

@@ -504,9 +504,7 @@ def most_at_once(db: ConnectionProvider) -> dict[str, int]:
     """Per tenant, the largest number of attempts whose [started_at, ended_at) intervals overlap."""
     rows = (
         db()
-        .execute(
-            "SELECT t.tenant_id, a.started_at, a.ended_at FROM task_attempts a JOIN tasks t ON t.id = a.task_id"
-        )
+        .execute("SELECT t.tenant_id, a.started_at, a.ended_at FROM task_attempts a JOIN tasks t ON t.id = a.task_id")
         .fetchall()
     )
     edges: dict[str, list[tuple[datetime, int]]] = {}

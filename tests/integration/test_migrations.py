@@ -16,7 +16,7 @@ from aitasks.domain.errors import MigrationError
 
 SNAPSHOT = Path(__file__).with_name("schema.snapshot")
 
-# Columns, constraints (not the NOT NULL ones PostgreSQL 18 also lists) and indexes of the public schema:
+# Columns, constraints (not the NOT NULL ones PostgreSQL 18 also lists), indexes and functions of the public schema:
 # what the application relies on, in a form that PostgreSQL 15 and 18 print alike.
 CATALOG = """
 SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type
@@ -28,6 +28,9 @@ SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_co
 FROM pg_constraint WHERE connamespace = 'public'::regnamespace AND contype IN ('p', 'u', 'f', 'c')
 UNION ALL
 SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL
+SELECT 'function ' || proname || '(' || pg_get_function_identity_arguments(oid) || ') ' || pg_get_function_result(oid)
+FROM pg_proc WHERE pronamespace = 'public'::regnamespace
 ORDER BY 1
 """
 

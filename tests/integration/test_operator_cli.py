@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aitasks.adapters.memory import InMemoryWorkQueue
 from aitasks.adapters.postgres import PostgresTaskRepository
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.tasks import CreateTask, NewTask
 from aitasks.domain.task import TenantId
+from tests.support.fakes import InMemoryWorkQueue
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,19 +16,20 @@ from moto import mock_aws
 
 from aitasks.adapters.eventbridge import EventBridgePublisher
 from aitasks.adapters.fake_provider import FakeAiProvider
-from aitasks.adapters.memory import InMemoryEventPublisher, InMemoryScheduler, InMemoryWorkQueue
 from aitasks.adapters.postgres import ConnectionProvider, PostgresOutbox, PostgresRetention, PostgresTaskRepository
 from aitasks.adapters.scheduler import EventBridgeScheduler
 from aitasks.adapters.sqs import SqsWorkQueue
 from aitasks.application.ai import DEFAULT_PRICES
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.events import RelayOutbox
-from aitasks.application.executor import RunTask
+from aitasks.application.executor import Execute, RunReport
 from aitasks.application.maintenance import Prune, RedriveDeadLetters, RedriveTask, Sweep
+from aitasks.application.ports import Delivery, WakeUp
 from aitasks.application.tasks import CancelTask, CreateTask, NewTask
 from aitasks.domain.errors import IllegalTransitionError
 from aitasks.domain.retry import RetryPolicy
 from aitasks.domain.task import TaskStatus, TenantId
+from tests.support.fakes import InMemoryEventPublisher, InMemoryScheduler, InMemoryWorkQueue
 
 T = TenantId("tenant-a")
 SCHEMAS = Path(__file__).parents[2] / "docs" / "events"
@@ -47,20 +48,28 @@ def aws() -> Any:
 
 def fake_runner(
     repo: Any, queue: Any, dispatch: Dispatcher, *, policy: RetryPolicy | None = None, clock: Any = None
-) -> RunTask:
+) -> Any:
+    """An executor invocation with ten wake-ups: the reports of the runs it made, by task id."""
     extra = {"clock": clock} if clock else {}
-    return RunTask(
+    engine = Execute(
         repo if not isinstance(repo, ConnectionProvider) else PostgresTaskRepository(repo),
         queue,
         dispatch,
         FakeAiProvider(),
         DEFAULT_PRICES,
         policy or RetryPolicy(),
-        lease_s=150,
-        heartbeat_s=30,
+        lease_s=60,
+        heartbeat_s=15,
         ai_timeout_s=10,
         **extra,
     )
+
+    def run(invocation_id: str) -> dict[Any, RunReport]:
+        wakes = [Delivery(f"m{i}", f"r{i}", WakeUp(tenant_id=T)) for i in range(10)]
+        report = engine(wakes, invocation_id=invocation_id, remaining_s=lambda: 300)
+        return {r.task.id: r for r in report.runs}
+
+    return run
 
 
 def visible_messages(aws: Any) -> list[dict[str, Any]]:
@@ -86,7 +95,8 @@ def test_twenty_minutes_ahead_is_a_scheduler_schedule_and_no_message(db, aws) ->
     assert schedule["ScheduleExpressionTimezone"] == "UTC"
     assert schedule["ActionAfterCompletion"] == "DELETE"
     assert schedule["Target"]["Arn"] == aws["queue_arn"]
-    assert json.loads(schedule["Target"]["Input"]) == {"taskId": str(task.id), "attempt": 1}
+    wake = WakeUp.model_validate_json(schedule["Target"]["Input"])
+    assert (wake.tenant_id, wake.task_id, wake.at) == (T, task.id, at)
     assert visible_messages(aws) == []
     # Cancelling it deletes the schedule.
     CancelTask(PostgresTaskRepository(db), dispatch)(T, task.id)
@@ -118,9 +128,12 @@ def test_a_retry_due_beyond_fifteen_minutes_is_scheduled(db) -> None:
         "UPDATE tasks SET payload = payload || %s",
         (json.dumps({"params": {"fake": {"failAttempts": 1, "error": "rate_limit", "retryAfterS": 1800}}}),),
     )
-    report = run(task.id, invocation_id="run-1")
+    queue.sent.clear()
+    report = run("run-1")[task.id]
     assert report.task.status is TaskStatus.FAILED
-    assert scheduler.schedules[task.id] == (2, report.task.available_at)
+    wake, at = scheduler.schedules[task.id]
+    assert (wake.tenant_id, wake.task_id, wake.at, at) == (T, task.id, at, report.task.available_at)
+    assert queue.sent == []  # 30 minutes ahead: no message
 
 
 # --- the outbox ----------------------------------------------------------------------------------------------
@@ -136,15 +149,15 @@ def lifecycle(db: ConnectionProvider) -> None:
     queue = InMemoryWorkQueue()
     dispatch = Dispatcher(queue)
     repo = PostgresTaskRepository(db)
-    run = fake_runner(repo, queue, dispatch, policy=RetryPolicy(base_delay_s=0.001, max_delay_s=0.002))
+    run = fake_runner(repo, queue, dispatch, policy=RetryPolicy(base_delay_s=0.4, max_delay_s=0.4))
     flaky = CreateTask(repo, dispatch, allow_fake=True)(
         T, NewTask(type="chat", payload={"prompt": "p", "params": {"fake": {"failAttempts": 1}}})
     )
-    run(flaky.id, invocation_id="a")
+    assert run("a")[flaky.id].task.status is TaskStatus.FAILED
     import time
 
-    time.sleep(0.01)
-    run(flaky.id, invocation_id="b")
+    time.sleep(0.5)
+    assert run("b")[flaky.id].task.status is TaskStatus.SUCCEEDED
     cancelled = create(db, dispatch)
     CancelTask(repo, dispatch)(T, cancelled.id)
     doomed = CreateTask(repo, dispatch, allow_fake=True)(
@@ -154,7 +167,7 @@ def lifecycle(db: ConnectionProvider) -> None:
             payload={"prompt": "p", "context": "c", "params": {"fake": {"failAttempts": 1, "error": "bad_request"}}},
         ),
     )
-    run(doomed.id, invocation_id="c")
+    assert run("c")[doomed.id].task.status is TaskStatus.DEAD_LETTER
     RedriveTask(repo, dispatch)(T, doomed.id)
 
 
@@ -267,6 +280,26 @@ def test_a_lost_message_is_sent_again_within_one_sweep(db) -> None:
     assert Sweep(PostgresTaskRepository(db), Dispatcher(queue), grace_s=120, clock=lambda: later)().redispatched == 0
 
 
+def test_the_sweeper_leaves_work_a_tenants_cap_holds_back_to_its_finishing_runs(db) -> None:
+    # given: a tenant capped at one run, three tasks whose wake-ups were spent; one runs
+    from aitasks.adapters.postgres import PostgresLimitsRepository
+    from aitasks.application.ports import FinishedRun, RunOutcome
+
+    repo = PostgresTaskRepository(db)
+    PostgresLimitsRepository(db).set_max_concurrency(T, 1, now=datetime.now(UTC))
+    ids = {create(db, Dispatcher(InMemoryWorkQueue())).id for _ in range(3)}
+    now = datetime.now(UTC)
+    [running] = repo.claim_due(limit=3, locked_by="run", lease_until=now + timedelta(hours=1), now=now)
+    later, queue = now + timedelta(minutes=3), InMemoryWorkQueue()
+    # when / then: at its cap, nothing is re-sent (a wake-up would only find the cap)
+    assert Sweep(repo, Dispatcher(queue), grace_s=120, clock=lambda: later)().redispatched == 0
+    # once its run ends, the next sweep wakes the rest
+    done = RunOutcome(TaskStatus.SUCCEEDED, "succeeded")
+    assert repo.finish_runs([FinishedRun(running.id, 1, done)], locked_by="run", now=later)
+    assert Sweep(repo, Dispatcher(queue), grace_s=120, clock=lambda: later)().redispatched == 2
+    assert {m.task_id for m in queue.sent} == ids - {running.id}
+
+
 def test_a_task_within_its_grace_period_is_left_alone(db) -> None:
     create(db, Dispatcher(InMemoryWorkQueue()))
     assert Sweep(PostgresTaskRepository(db), Dispatcher(InMemoryWorkQueue()), grace_s=120)().redispatched == 0
@@ -276,14 +309,14 @@ def test_an_expired_lease_is_freed_and_the_task_runs_again(db) -> None:
     repo = PostgresTaskRepository(db)
     task = create(db, Dispatcher(InMemoryWorkQueue()))
     now = datetime.now(UTC)
-    repo.claim(task.id, locked_by="dead-run", lease_until=now + timedelta(seconds=1), now=now)
+    repo.claim_due(limit=1, locked_by="dead-run", lease_until=now + timedelta(seconds=1), now=now)
     later = now + timedelta(minutes=5)
     queue = InMemoryWorkQueue()
     report = Sweep(repo, Dispatcher(queue), clock=lambda: later)()
     assert report.leases_freed == 1
     assert [m.task_id for m in queue.sent] == [task.id]
     run = fake_runner(repo, queue, Dispatcher(queue), clock=lambda: later)
-    assert run(task.id, invocation_id="new-run").task.status is TaskStatus.SUCCEEDED
+    assert run("new-run")[task.id].task.status is TaskStatus.SUCCEEDED
     statuses = [
         r["status"]
         for r in db().execute("SELECT status FROM task_attempts WHERE task_id = %s ORDER BY attempt_no", (task.id,))
@@ -326,7 +359,7 @@ def test_redrive_gives_a_dead_letter_a_new_budget_and_keeps_its_history(db) -> N
         T, NewTask(type="chat", payload={"prompt": "p", "params": {"fake": {"failAttempts": 1}}}, max_attempts=1)
     )
     run = fake_runner(repo, queue, dispatch)
-    assert run(task.id, invocation_id="a").task.status is TaskStatus.DEAD_LETTER
+    assert run("a")[task.id].task.status is TaskStatus.DEAD_LETTER
     with pytest.raises(IllegalTransitionError):
         RedriveTask(repo, dispatch)(T, create(db, dispatch).id)  # a queued task: 409
     dry = RedriveDeadLetters(repo, dispatch)(dry_run=True)
@@ -334,7 +367,7 @@ def test_redrive_gives_a_dead_letter_a_new_budget_and_keeps_its_history(db) -> N
     [again] = RedriveDeadLetters(repo, dispatch)(types=["chat"])
     assert (again.status, again.redrive_count, again.budget_from, again.attempt_count) == (TaskStatus.QUEUED, 1, 1, 1)
     # attempt 2 is the first of the new budget: the fake fails attempt 1 only, so it succeeds now
-    assert run(task.id, invocation_id="b").task.status is TaskStatus.SUCCEEDED
+    assert run("b")[task.id].task.status is TaskStatus.SUCCEEDED
     rows = db().execute("SELECT attempt_no, status FROM task_attempts WHERE task_id = %s ORDER BY 1", (task.id,))
     assert [tuple(r.values()) for r in rows] == [(1, "failed"), (2, "succeeded")]
 

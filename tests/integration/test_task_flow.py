@@ -32,8 +32,13 @@ def queue_url(wired, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def receive_all(url: str) -> list[str]:
+    return [m["Body"] for m in receive(url)]
+
+
+def receive(url: str) -> list[dict]:
     sqs = boto3.client("sqs", region_name="us-east-1")
-    return [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
+    answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"])
+    return answer.get("Messages", [])
 
 
 def test_a_created_task_is_stored_queued_and_run_once_despite_redelivery(queue_url, db) -> None:
@@ -41,9 +46,13 @@ def test_a_created_task_is_stored_queued_and_run_once_despite_redelivery(queue_u
         rest_event("POST", "/api/v1/tasks", body=BODY), LambdaContext()
     )
     assert response["statusCode"] == 202
-    task_id = json.loads(response["body"])["id"]
-    [message] = receive_all(queue_url)
-    assert json.loads(message) == {"taskId": task_id, "attempt": 1}
+    created = json.loads(response["body"])
+    task_id = created["id"]
+    [received] = receive(queue_url)
+    message = received["Body"]
+    # a wake-up for the tenant's due work, naming the task; its message group is the tenant (SQS fair queues)
+    assert json.loads(message) == {"tenantId": "tenant-a", "taskId": task_id, "at": json.loads(message)["at"]}
+    assert received["Attributes"]["MessageGroupId"] == "tenant-a"
 
     # The same message delivered to four executors at once: exactly one runs it.
     results: list[dict] = []

@@ -1,17 +1,60 @@
-"""Tenants' tiers on a real database: the authorizer's lookup returns the tier's usage plan key; the CLI's errors."""
+"""Tenants' tiers on a real database (API Gateway's usage plans as a fake): a tenant keeps one usage plan key across
+tiers, the tenant row changes only once the key is in its plan, the authorizer's lookup returns the tier's usage plan
+key; the CLI's errors."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aitasks.adapters.memory import InMemoryUsagePlans
+import pytest
+
 from aitasks.adapters.postgres import PostgresApiKeyRepository, PostgresTenantRepository
 from aitasks.application.auth import Authenticate, CreateApiKey, SetTier
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import Tier
 from tests.integration.test_operator_cli import cli
+from tests.support.fakes import InMemoryUsagePlans
 
 ACME = TenantId("acme")
+
+
+def test_a_tenant_gets_one_key_that_moves_between_tiers(db) -> None:
+    tenants, plans = PostgresTenantRepository(db), InMemoryUsagePlans()
+    set_tier = SetTier(tenants, plans)
+
+    first = set_tier(ACME, Tier.FREE)
+    moved = set_tier(ACME, Tier.PRO)
+
+    assert (moved.usage_key_id, moved.usage_key) == (first.usage_key_id, first.usage_key)
+    assert plans.keys == {first.usage_key_id: (first.usage_key, {Tier.PRO})}
+    assert tenants.get(ACME) == moved
+
+
+def test_a_key_api_gateway_no_longer_has_is_replaced(db) -> None:
+    tenants, plans = PostgresTenantRepository(db), InMemoryUsagePlans()
+    old = SetTier(tenants, plans)(ACME, Tier.STANDARD)
+    plans.keys.clear()  # a new stack, or the key was deleted
+
+    new = SetTier(tenants, plans)(ACME, Tier.STANDARD)
+
+    assert new.usage_key_id != old.usage_key_id
+    assert plans.keys == {new.usage_key_id: (new.usage_key, {Tier.STANDARD})}
+    assert tenants.get(ACME) == new
+
+
+class _FailingPlans(InMemoryUsagePlans):
+    def attach(self, key_id: str, tier: Tier) -> None:
+        raise RuntimeError("API Gateway is down")
+
+
+def test_a_failed_attach_leaves_the_tenant_row_as_it_was(db) -> None:
+    tenants = PostgresTenantRepository(db)
+    before = SetTier(tenants, InMemoryUsagePlans())(ACME, Tier.FREE)
+
+    with pytest.raises(RuntimeError):
+        SetTier(tenants, _FailingPlans())(ACME, Tier.PRO)
+
+    assert tenants.get(ACME) == before
 
 
 def test_a_keys_principal_carries_its_tenants_usage_key_once_attached(db) -> None:
@@ -32,7 +75,6 @@ def test_a_keys_principal_carries_its_tenants_usage_key_once_attached(db) -> Non
 
 def test_tiers_outside_the_three_are_refused_by_the_database(db) -> None:
     import psycopg
-    import pytest
 
     with pytest.raises(psycopg.errors.CheckViolation):
         db().execute(

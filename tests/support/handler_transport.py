@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -72,13 +71,13 @@ class HandlerTransport(httpx2.BaseTransport):
 
 
 def drain(queue: Any, context: Any = None) -> int:
-    """Run the executor on every wake-up the fake queue holds; how many ran."""
+    """Deliver every wake-up the fake queue holds to the executor, in one batch; how many were delivered."""
     from tests.conftest import sqs_event
 
     sent = list(queue.sent)
     queue.sent.clear()
     if sent:
-        bodies = [json.dumps({"taskId": str(m.task_id), "attempt": m.attempt_no}) for m in sent]
+        bodies = [m.wake.body() for m in sent]
         with contextlib.redirect_stdout(io.StringIO()):
             load_handler("executor").lambda_handler(sqs_event(*bodies), context or LambdaContext())
     return len(sent)

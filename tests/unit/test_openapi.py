@@ -21,7 +21,7 @@ def test_committed_copies_match_the_routes(lambda_context) -> None:
         assert (ROOT / copy).read_text() == generated, f"{copy} is stale: run `make openapi`"
 
 
-def test_the_route_serves_the_document(fakes, lambda_context) -> None:
+def test_the_route_serves_the_document(lambda_context) -> None:
     from tests.conftest import rest_event
 
     reply = load_handler("query_tasks").lambda_handler(rest_event("GET", "/api/v1/openapi.json"), lambda_context)

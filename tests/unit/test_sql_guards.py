@@ -1,4 +1,5 @@
-"""The guarded UPDATEs in adapters/sql/tasks.sql agree with the transition table of domain/task.py."""
+"""The guarded UPDATEs (the named queries of adapters/sql/tasks.sql and the functions the migrations define) agree
+with the transition table of domain/task.py."""
 
 from __future__ import annotations
 
@@ -6,11 +7,28 @@ import re
 
 import pytest
 
+from aitasks.adapters.migrate import load_migrations
 from aitasks.adapters.postgres import parse_queries, queries
 from aitasks.domain.task import TaskStatus, require_path
 
-TASKS = queries("tasks")
 STATUS = "|".join(s.value for s in TaskStatus)
+_FUNCTION = re.compile(r"CREATE (?:OR REPLACE )?FUNCTION (\w+)\(.*?\$\$(.*?)\$\$", re.DOTALL)
+
+
+def functions() -> dict[str, str]:
+    """The body of every SQL function as the last migration that (re)defines it left it."""
+    found: dict[str, str] = {}
+    for migration in load_migrations():
+        found.update({f"function {name}": body for name, body in _FUNCTION.findall(migration.sql)})
+    return found
+
+
+STATEMENTS = {**queries("tasks"), **functions()}
+
+
+def code(sql: str) -> str:
+    """The SQL without its comments."""
+    return re.sub(r"--[^\n]*", "", sql)
 
 
 def transitions(sql: str) -> list[list[TaskStatus]]:
@@ -22,33 +40,37 @@ def transitions(sql: str) -> list[list[TaskStatus]]:
 
 def guarded_statements() -> list[str]:
     """Statements that change a task's status."""
-    return [name for name, sql in TASKS.items() if re.search(r"\bUPDATE tasks\s+SET status\b", sql)]
+    return [name for name, sql in STATEMENTS.items() if re.search(r"\bUPDATE tasks\s+SET status\b", code(sql))]
 
 
-def test_every_status_change_is_annotated() -> None:
-    assert guarded_statements(), "no guarded statements found"
+def test_every_status_change_is_found_and_annotated() -> None:
+    assert {"function claim_tasks", "finish_runs", "abandon_expired_run", "cancel_task", "redrive"} <= set(
+        guarded_statements()
+    )
     for name in guarded_statements():
-        assert transitions(TASKS[name]), f"{name} changes a status but declares no transition"
+        assert transitions(STATEMENTS[name]), f"{name} changes a status but declares no transition"
 
 
 @pytest.mark.parametrize("name", guarded_statements())
 def test_the_where_names_exactly_the_allowed_sources_and_the_set_the_target(name: str) -> None:
-    sql = TASKS[name]
+    sql = STATEMENTS[name]
     paths = transitions(sql)
     for path in paths:
         require_path(None, path[0], *path[1:])  # raises if the table forbids a step
-    update = sql[re.search(r"UPDATE tasks\s+SET status", sql).start() :]
+    body = code(sql)
+    update = body[re.search(r"UPDATE tasks\s+SET status", body).start() :]
     where = update[update.index("WHERE") : update.index("RETURNING")]
     guard = re.search(r"status IN \(([^)]*)\)", where)
     assert guard, f"{name}: the UPDATE is not guarded by status IN (...)"
     guarded = {TaskStatus(s) for s in re.findall(rf"'({STATUS})'", guard[1])}
     assert guarded == {p[0] for p in paths}
-    # The SET names the target: one literal, a CASE over literals, or (finish_run) the caller's parameter.
+    # The SET names the target: one literal, a CASE over literals, or (a run's end) the caller's value.
     set_clause = update[update.index("SET status =") : update.index("WHERE")]
-    if "%(status)s" in set_clause.split(",")[0]:
+    first = set_clause.split(",")[0]
+    if "%(status)s" in first or "run.status" in first:
         return
     targets = {TaskStatus(s) for s in re.findall(rf"'({STATUS})'", set_clause.split(" END")[0])}
-    if "CASE" not in set_clause.split(",")[0]:
+    if "CASE" not in first:
         targets = {TaskStatus(re.search(rf"SET status = '({STATUS})'", set_clause)[1])}
     assert targets == {p[-1] for p in paths}
 

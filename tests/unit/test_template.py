@@ -40,6 +40,7 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 def test_timeouts_nest_and_the_redrive_keeps_messages(template: dict[str, Any]) -> None:
     functions = resources(template, "AWS::Serverless::Function")
     queues = resources(template, "AWS::SQS::Queue")
+    parameters = template["Parameters"]
     default_timeout = template["Globals"]["Function"]["Timeout"]
     sources = [
         (name, fn, event["Properties"])
@@ -53,14 +54,25 @@ def test_timeouts_nest_and_the_redrive_keeps_messages(template: dict[str, Any]) 
         timeout = fn.get("Timeout", default_timeout)
         queue = queues[source["Queue"]["GetAtt"].split(".")[0]]
         assert "ReportBatchItemFailures" in source.get("FunctionResponseTypes", []), name
-        assert queue["VisibilityTimeout"] >= 6 * timeout, name
+        window = source.get("MaximumBatchingWindowInSeconds", 0)
+        if isinstance(window, dict):  # a parameter: its largest value
+            window = parameters[window["Ref"]]["MaxValue"]
+        # AWS: a message stays hidden while a batch that holds it can still be running (and being retried)
+        assert queue["VisibilityTimeout"] >= 6 * timeout + window, name
         if "RedrivePolicy" not in queue:  # the DLQ's own consumer
             continue
         work_sources += 1
         variables = fn["Environment"]["Variables"]
-        lease, ai_timeout = int(variables["LEASE_SECONDS"]), float(variables["AI_TIMEOUT_SECONDS"])
-        assert ai_timeout < timeout < lease <= queue["VisibilityTimeout"], name
-        assert 2 * int(variables["HEARTBEAT_SECONDS"]) < lease, name  # one missed beat does not lose the lease
+        ai_timeout, margin = float(variables["AI_TIMEOUT_SECONDS"]), float(variables["EXECUTOR_MARGIN_SECONDS"])
+        # The whole batch runs at once: its largest size fits the calls one invocation runs side by side, so the
+        # batch needs one call's time, and a call started at the very beginning ends (with its finish) in time.
+        batch = source["BatchSize"]
+        largest_batch = parameters[batch["Ref"]]["MaxValue"] if isinstance(batch, dict) else batch
+        assert largest_batch <= int(variables["EXECUTOR_MAX_PARALLEL"]), name
+        assert ai_timeout + margin < timeout, name
+        # A run's lease is renewed by the heartbeat: one missed beat does not lose it.
+        lease, heartbeat = int(variables["LEASE_SECONDS"]), int(variables["HEARTBEAT_SECONDS"])
+        assert 2 * heartbeat < lease <= queue["VisibilityTimeout"], name
         redrive = queue["RedrivePolicy"]
         assert redrive["maxReceiveCount"] >= 5
         dlq = queues[redrive["deadLetterTargetArn"]["GetAtt"].split(".")[0]]

@@ -37,6 +37,19 @@ function statusBadge(status, cancelRequested = false) {
   return el("span", { class: `status status-${status}`, text: label });
 }
 
+// Why a queued task is not running yet (the API's waitingFor).
+const WAITING = {
+  schedule: "until its scheduled time",
+  retry: "until its retry time",
+  concurrency: "for a free slot (concurrency cap)",
+};
+
+function taskStatus(task) {
+  const badge = statusBadge(task.status, task.cancelRequested);
+  const why = WAITING[task.waitingFor];
+  return why ? el("span", {}, badge, el("span", { class: "waiting", text: ` waiting ${why}` })) : badge;
+}
+
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 const shortDateFormat = new Intl.DateTimeFormat(undefined, {
   month: "short",
@@ -254,7 +267,7 @@ function renderRows(tasks) {
           el("a", { href: `#/tasks/${task.id}`, "data-task": task.id, text: excerpt(task) || shortId(task.id) }),
           el("span", { class: "id", text: ` ${shortId(task.id)}` }),
         ),
-        el("td", { "data-label": "Status" }, statusBadge(task.status, task.cancelRequested)),
+        el("td", { "data-label": "Status" }, taskStatus(task)),
         el("td", { "data-label": "Type", text: task.type }),
         el("td", { "data-label": "Priority", text: String(task.priority) }),
         el("td", { "data-label": "Created" }, when(task.createdAt, shortDateFormat)),
@@ -353,7 +366,7 @@ async function loadDetail(id) {
 function renderDetail(task, attempts, artifacts, events) {
   $("detail-title").textContent = `Task ${shortId(task.id)} · ${task.type}`;
   const rows = [
-    ["Status", statusBadge(task.status, task.cancelRequested)],
+    ["Status", taskStatus(task)],
     ["Id", el("code", { text: task.id })],
     ["Priority", String(task.priority)],
     ["Created", when(task.createdAt)],

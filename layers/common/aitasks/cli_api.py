@@ -109,6 +109,12 @@ def _status(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
+def _state(task: dict[str, Any]) -> Text:
+    """The status, and why a queued task waits (`queued (concurrency)`: its tenant is at its cap)."""
+    waiting = task.get("waitingFor")
+    return _status(task["status"]) + (f" ({waiting})" if waiting else "")
+
+
 def _money(cost: str | None) -> str:
     """USD without trailing zeros: `$0`, `$0.00042`; `—` when no attempt has a known price."""
     if cost is None:
@@ -224,7 +230,7 @@ def _wait(api: AitasksApi, task: dict[str, Any], as_json: bool) -> None:
             while TaskStatus(task["status"]) not in TERMINAL:
                 attempt = f" · attempt {task['attemptCount']}/{task['maxAttempts']}" if task["attemptCount"] else ""
                 waited = f" · {time.monotonic() - started:.0f} s"
-                spinner.update(Text.assemble(f"{task['id']} ", _status(task["status"]), attempt, waited))
+                spinner.update(Text.assemble(f"{task['id']} ", _state(task), attempt, waited))
                 time.sleep(delay)
                 delay = min(delay * 1.5, 2.0)
                 task = api.get(task["id"])
@@ -274,7 +280,7 @@ def get(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json
     rows: list[tuple[str, str | Text]] = [
         ("id", task["id"]),
         ("type", task["type"]),
-        ("status", _status(task["status"]) + (" (cancel requested)" if task["cancelRequested"] else "")),
+        ("status", _state(task) + (" (cancel requested)" if task["cancelRequested"] else "")),
         ("priority", str(task["priority"])),
         ("attempts", f"{task['attemptCount']} of {task['maxAttempts']}"),
         ("tokens", f"{task['tokensIn']} in, {task['tokensOut']} out"),
@@ -302,7 +308,7 @@ def _tasks_table(tasks: list[dict[str, Any]], changed: set[str] | None = None) -
         table.add_row(
             t["id"],
             t["type"],
-            _status(t["status"]),
+            _state(t),
             str(t["priority"]),
             f"{t['attemptCount']}/{t['maxAttempts']}",
             str(t["tokensIn"] + t["tokensOut"]),

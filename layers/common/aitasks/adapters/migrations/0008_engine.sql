@@ -62,12 +62,12 @@ $$;
 -- candidate would bring it to running + n runs; the claim takes the lowest of those levels first, so tenants with
 -- fewer runs are served first and a backlog of one never holds back another's work beyond the next free slot.
 -- Ties go to priority (0 first), then to the task due longest. No tenant gets past its cap.
--- transition: queued -> reserved -> running
--- transition: failed -> queued -> reserved -> running
 CREATE FUNCTION claim_tasks(p_locked_by text, p_lease_until timestamptz, p_now timestamptz, p_limit integer)
     RETURNS SETOF tasks
     LANGUAGE plpgsql
 AS $$
+-- transition: queued -> reserved -> running
+-- transition: failed -> queued -> reserved -> running
 BEGIN
     PERFORM FROM claim_gate FOR UPDATE;
     RETURN QUERY

@@ -1,27 +1,29 @@
-"""`aitasks tasks ...` through the real handlers (in-process transport, in-memory fakes): output, --json shapes
-and exit codes."""
+"""`aitasks tasks ...` through the real handlers (in-process transport, PostgreSQL, a fake work queue that the tests
+drain into the executor): output, --json shapes and exit codes."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from uuid import UUID
 
 import pytest
 from typer.testing import CliRunner
 
 from aitasks import cli_api
+from aitasks.adapters.postgres import PostgresApiKeyRepository, PostgresTaskRepository
 from aitasks.cli import app
 from aitasks.domain.apikey import hash_api_key
 from aitasks.domain.task import TaskStatus, TenantId
 from tests.support.handler_transport import BASE, HandlerTransport, drain
 
 KEY = "ait_cli-test-key"
+ACME = TenantId("acme")
 
 
 @pytest.fixture
-def transport(fakes, monkeypatch: pytest.MonkeyPatch, tmp_path) -> HandlerTransport:
-    _, _, keys = fakes
-    keys.add(tenant_id=TenantId("acme"), name="cli", key_hash=hash_api_key(KEY), now=datetime.now(UTC))
+def transport(api, db, monkeypatch: pytest.MonkeyPatch, tmp_path) -> HandlerTransport:
+    PostgresApiKeyRepository(db).add(tenant_id=ACME, name="cli", key_hash=hash_api_key(KEY), now=datetime.now(UTC))
     handler_transport = HandlerTransport()
     monkeypatch.setattr(cli_api, "transport", handler_transport)
     monkeypatch.setattr(cli_api, "LOCAL_DIR", tmp_path)  # no .local fallback unless a test writes one
@@ -40,8 +42,7 @@ def created_id(*args: str) -> str:
     return json.loads(result.stdout)["id"]
 
 
-def test_create_prints_the_queued_task_and_json_is_the_apis_body(transport, fakes) -> None:
-    tasks, queue, _ = fakes
+def test_create_prints_the_queued_task_and_json_is_the_apis_body(transport, api, db) -> None:
     text = run("create", "--prompt", "Say hi", "--priority", "2")
     assert text.exit_code == 0, text.output
     assert text.stdout.startswith("queued ") and text.stdout.rstrip().endswith(" chat")
@@ -50,31 +51,30 @@ def test_create_prints_the_queued_task_and_json_is_the_apis_body(transport, fake
     assert set(body) >= {"id", "type", "status", "priority", "payload", "attemptCount", "maxAttempts", "cost"}
     assert (body["status"], body["priority"], body["payload"]) == ("queued", 5, {"prompt": "Say hi"})
     again = json.loads(run("create", "--json", "-p", "Say hi", "--idempotency-key", "k1").stdout)
-    assert again["id"] == body["id"] and len(tasks.tasks) == 2 and len(queue.sent) == 2
+    stored = db().execute("SELECT count(*) AS n FROM tasks").fetchone()["n"]
+    assert again["id"] == body["id"] and stored == 2 and len(api.sent) == 2
     posted = [r for r in transport.requests if r.method == "POST"]
     assert posted[-1].headers["Idempotency-Key"] == "k1"
 
 
-def test_create_sends_context_from_stdin_params_schema_and_a_relative_time(transport, fakes, tmp_path) -> None:
+def test_create_sends_context_from_stdin_params_schema_and_a_relative_time(transport, db, tmp_path) -> None:
     schema = tmp_path / "schema.json"
     schema.write_text('{"type": "object", "properties": {"name": {"type": "string"}}}')
     task_id = created_id("-t", "extract", "-p", "The name", "--context", "-", "--schema", str(schema),
                          "--param", "temperature=0.2", "--at", "+2h", "--max-attempts", "5")  # fmt: skip
-    tasks, _, _ = fakes
-    [task] = [t for t in tasks.tasks.values() if str(t.id) == task_id]
+    task = PostgresTaskRepository(db).get(ACME, UUID(task_id))
     assert task.payload["params"] == {"temperature": 0.2, "schema": json.loads(schema.read_text())}
     assert task.max_attempts == 5 and task.scheduled_at is not None
     assert 7100 < (task.scheduled_at - datetime.now(UTC)).total_seconds() <= 7200
 
 
-def test_create_reads_the_context_from_stdin(transport, fakes) -> None:
+def test_create_reads_the_context_from_stdin(transport) -> None:
     result = run("create", "--json", "-t", "summarize", "-p", "One line", "--context", "-", input="Long text.")
     assert json.loads(result.stdout)["payload"]["context"] == "Long text."
 
 
-def test_wait_follows_the_task_and_prints_its_output(transport, fakes) -> None:
-    _, queue, _ = fakes
-    transport.on_request = lambda request: drain(queue) if request.method == "GET" else None
+def test_wait_follows_the_task_and_prints_its_output(transport, api) -> None:
+    transport.on_request = lambda request: drain(api) if request.method == "GET" else None
     result = run("create", "--wait", "-p", "Say hello")
     assert result.exit_code == 0, result.output
     assert "Say hello" in result.stdout  # the fake provider echoes the prompt
@@ -84,19 +84,17 @@ def test_wait_follows_the_task_and_prints_its_output(transport, fakes) -> None:
     assert as_json["task"]["status"] == "succeeded" and as_json["artifacts"][0]["kind"] == "text"
 
 
-def test_wait_exits_4_when_the_task_dead_letters(transport, fakes) -> None:
-    _, queue, _ = fakes
-    transport.on_request = lambda request: drain(queue) if request.method == "GET" else None
+def test_wait_exits_4_when_the_task_dead_letters(transport, api) -> None:
+    transport.on_request = lambda request: drain(api) if request.method == "GET" else None
     result = run("create", "--wait", "-p", "Fail", "--max-attempts", "1", "--param",
                  'fake={"failAttempts": 1, "error": "bad_request"}')  # fmt: skip
     assert result.exit_code == cli_api.EXIT_TASK_FAILED, result.output
     assert "dead_letter" in result.stderr and "last error" in result.stderr
 
 
-def test_get_list_attempts_artifacts_and_cancel(transport, fakes) -> None:
-    _, queue, _ = fakes
+def test_get_list_attempts_artifacts_and_cancel(transport, api) -> None:
     done, later = created_id("-p", "Now"), created_id("-p", "Later", "--at", "+1d")
-    drain(queue)
+    drain(api)
 
     shown = run("get", done)
     assert shown.exit_code == 0 and "succeeded" in shown.stdout and "1 of 3" in shown.stdout
@@ -119,10 +117,9 @@ def test_get_list_attempts_artifacts_and_cancel(transport, fakes) -> None:
     assert json.loads(run("cancel", later, "--json").stdout)["status"] == TaskStatus.CANCELLED
 
 
-def test_a_problem_is_rendered_as_text_with_exit_1(transport, fakes) -> None:
-    _, queue, _ = fakes
+def test_a_problem_is_rendered_as_text_with_exit_1(transport, api) -> None:
     done = created_id("-p", "Now")
-    drain(queue)
+    drain(api)
 
     conflict = run("cancel", done)
     assert conflict.exit_code == 1
@@ -159,10 +156,9 @@ def test_the_local_files_are_the_last_fallback(transport, monkeypatch: pytest.Mo
     assert transport.requests[-1].headers["Authorization"] == f"Bearer {KEY}"
 
 
-def test_watch_one_task_reports_each_change_until_it_ends(transport, fakes) -> None:
-    _, queue, _ = fakes
+def test_watch_one_task_reports_each_change_until_it_ends(transport, api) -> None:
     task_id = created_id("-p", "Watch")
-    transport.on_request = lambda request: drain(queue) if len(transport.requests) > 3 else None
+    transport.on_request = lambda request: drain(api) if len(transport.requests) > 3 else None
     result = run("watch", task_id, "--json", "--interval", "0.2")
     assert result.exit_code == 0, result.output
     changes = [json.loads(line) for line in result.stdout.splitlines()]
@@ -170,7 +166,7 @@ def test_watch_one_task_reports_each_change_until_it_ends(transport, fakes) -> N
     assert {c["id"] for c in changes} == {task_id}
 
 
-def test_watch_the_recent_tasks_until_the_timeout(transport, fakes) -> None:
+def test_watch_the_recent_tasks_until_the_timeout(transport) -> None:
     first, second = created_id("-p", "One"), created_id("-p", "Two")
     result = run("watch", "--timeout", "0", "--json")
     assert result.exit_code == 0, result.output
@@ -190,23 +186,21 @@ def test_times_for_at(text: str, expected: datetime) -> None:
     assert cli_api.parse_at(text, now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC)) == expected
 
 
-def test_task_data_is_printed_as_it_is_not_as_markup(transport, fakes) -> None:
-    _, queue, _ = fakes
+def test_task_data_is_printed_as_it_is_not_as_markup(transport, api) -> None:
     prompt = "Fill in [name], keep [/docs] and :thumbs_up: as they are"
     task_id = created_id("-p", prompt)
-    drain(queue)
+    drain(api)
     shown = run("get", task_id)
     assert shown.exit_code == 0 and prompt in shown.stdout
     assert prompt in run("artifacts", task_id).stdout
 
 
-def test_watch_json_goes_to_stdout_even_when_stderr_is_a_terminal(transport, fakes, monkeypatch) -> None:
+def test_watch_json_goes_to_stdout_even_when_stderr_is_a_terminal(transport, api, monkeypatch) -> None:
     from rich.console import Console
 
     monkeypatch.setattr(cli_api, "err", Console(stderr=True, force_terminal=True, markup=False))
-    _, queue, _ = fakes
     task_id = created_id("-p", "Watch")
-    drain(queue)
+    drain(api)
     result = run("watch", task_id, "--json")
     assert [json.loads(line)["to"] for line in result.stdout.splitlines()] == ["succeeded"]
 

@@ -1,4 +1,5 @@
-"""Tenant tiers: SetTier against the in-memory fakes, and the API Gateway adapter against moto's API Gateway."""
+"""The usage plans adapter against moto's API Gateway: one key per tenant, in exactly its tier's plan. SetTier on
+PostgreSQL is in test_tenants.py."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from aitasks.adapters.memory import InMemoryTenantRepository, InMemoryUsagePlans
 from aitasks.adapters.usage_plans import ApiGatewayUsagePlans, plan_ids_from_outputs, stack_outputs
-from aitasks.application.auth import SetTier
 from aitasks.application.ports import UsageKeyNotFoundError, UsagePlanConflictError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import Tier
@@ -20,45 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ACME = TenantId("acme")
-
-
-def test_a_tenant_gets_one_key_that_moves_between_tiers() -> None:
-    tenants, plans = InMemoryTenantRepository(), InMemoryUsagePlans()
-    set_tier = SetTier(tenants, plans)
-
-    first = set_tier(ACME, Tier.FREE)
-    moved = set_tier(ACME, Tier.PRO)
-
-    assert (moved.usage_key_id, moved.usage_key) == (first.usage_key_id, first.usage_key)
-    assert plans.keys == {first.usage_key_id: (first.usage_key, {Tier.PRO})}
-    assert tenants.get(ACME) == moved
-
-
-def test_a_key_api_gateway_no_longer_has_is_replaced() -> None:
-    tenants, plans = InMemoryTenantRepository(), InMemoryUsagePlans()
-    old = SetTier(tenants, plans)(ACME, Tier.STANDARD)
-    plans.keys.clear()  # a new stack, or the key was deleted
-
-    new = SetTier(tenants, plans)(ACME, Tier.STANDARD)
-
-    assert new.usage_key_id != old.usage_key_id
-    assert plans.keys == {new.usage_key_id: (new.usage_key, {Tier.STANDARD})}
-    assert tenants.get(ACME) == new
-
-
-class _FailingPlans(InMemoryUsagePlans):
-    def attach(self, key_id: str, tier: Tier) -> None:
-        raise RuntimeError("API Gateway is down")
-
-
-def test_a_failed_attach_leaves_the_tenant_row_as_it_was() -> None:
-    tenants = InMemoryTenantRepository()
-    before = SetTier(tenants, InMemoryUsagePlans())(ACME, Tier.FREE)
-
-    with pytest.raises(RuntimeError):
-        SetTier(tenants, _FailingPlans())(ACME, Tier.PRO)
-
-    assert tenants.get(ACME) == before
 
 
 @pytest.fixture

@@ -1,19 +1,24 @@
-"""The real handlers with in-memory fakes behind bootstrap: translation of events to use cases and back."""
+"""The real handlers on PostgreSQL (the work queue and usage plans as fakes): translation of events to use cases
+and back."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aitasks.adapters.memory import InMemoryUsagePlans
+from aitasks.adapters.postgres import PostgresApiKeyRepository, PostgresTaskRepository, PostgresTenantRepository
 from aitasks.application.auth import SetTier
 from aitasks.domain.apikey import hash_api_key
 from aitasks.domain.task import TaskStatus, TenantId
 from aitasks.domain.tenant import Tier
-from tests.conftest import load_handler, rest_event, sqs_event
+from tests.conftest import load_handler, rest_event, sqs_event, wake_up
+from tests.support.fakes import InMemoryUsagePlans
+
+if TYPE_CHECKING:
+    from aitasks.adapters.postgres import ConnectionProvider
 
 BODY = {"type": "chat", "payload": {"prompt": "Say hi"}}
 
@@ -26,29 +31,31 @@ def call(name: str, event: dict[str, Any], ctx: Any) -> tuple[int, dict[str, str
     return response["statusCode"], headers, body
 
 
-def test_create_accepts_stores_queues_and_points_to_the_task(fakes, lambda_context) -> None:
-    tasks, queue, _ = fakes
+def task_count(db: ConnectionProvider) -> int:
+    return db().execute("SELECT count(*) AS n FROM tasks").fetchone()["n"]
+
+
+def test_create_accepts_stores_queues_and_points_to_the_task(api, db, lambda_context) -> None:
     status, headers, body = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY), lambda_context)
     assert status == 202
     assert headers["location"] == f"tasks/{body['id']}"
     assert body["status"] == "queued"
     assert (body["priority"], body["maxAttempts"], body["attemptCount"]) == (5, 3, 0)
     assert body["payload"] == {"prompt": "Say hi"}
-    stored = tasks.tasks[uuid.UUID(body["id"])]
+    stored = PostgresTaskRepository(db).get_by_id(uuid.UUID(body["id"]))
     assert stored.tenant_id == "tenant-a"
-    assert [(m.task_id, m.attempt_no, m.delay_s) for m in queue.sent] == [(stored.id, 1, 0)]
+    assert [(m.tenant_id, m.task_id, m.delay_s) for m in api.sent] == [("tenant-a", stored.id, 0)]
 
 
-def test_the_tenant_comes_from_the_authorizer_only(fakes, lambda_context) -> None:
-    tasks, _, _ = fakes
+def test_the_tenant_comes_from_the_authorizer_only(api, db, lambda_context) -> None:
     event = rest_event("POST", "/api/v1/tasks", body={**BODY, "tenantId": "tenant-b"}, headers={"X-Tenant": "b"})
     status, _, body = call("create_task", event, lambda_context)
     assert status == 422  # an unknown field is refused, it does not pick a tenant
-    assert not tasks.tasks
+    assert task_count(db) == 0
     status, _, body = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY, tenant=None), lambda_context)
     assert status == 401
     assert body["status"] == 401
-    assert not tasks.tasks
+    assert task_count(db) == 0
 
 
 @pytest.mark.parametrize(
@@ -62,28 +69,26 @@ def test_the_tenant_comes_from_the_authorizer_only(fakes, lambda_context) -> Non
         ({"type": "chat"}, "payload"),
     ],
 )
-def test_invalid_bodies_are_422_problems_and_change_nothing(fakes, lambda_context, body, field) -> None:
-    tasks, queue, _ = fakes
+def test_invalid_bodies_are_422_problems_and_change_nothing(api, db, lambda_context, body, field) -> None:
     status, headers, problem = call("create_task", rest_event("POST", "/api/v1/tasks", body=body), lambda_context)
     assert status == 422
     assert headers["content-type"] == "application/problem+json"
     assert {"type", "title", "status", "detail", "instance", "traceId"} <= problem.keys()
     assert problem["traceId"] == lambda_context.aws_request_id
     assert field in {e["field"] for e in problem["errors"]}
-    assert not tasks.tasks
-    assert not queue.sent
+    assert task_count(db) == 0
+    assert not api.sent
 
 
-def test_malformed_json_is_a_400_problem(fakes, lambda_context) -> None:
-    tasks, _, _ = fakes
+def test_malformed_json_is_a_400_problem(api, db, lambda_context) -> None:
     event = rest_event("POST", "/api/v1/tasks", raw_body='{"type": "chat",')
     status, _headers, problem = call("create_task", event, lambda_context)
     assert (status, problem["status"]) == (400, 400)
     assert problem["type"].endswith("/malformed-json")
-    assert not tasks.tasks
+    assert task_count(db) == 0
 
 
-def test_get_returns_the_task_and_another_tenants_task_is_404(fakes, lambda_context) -> None:
+def test_get_returns_the_task_and_another_tenants_task_is_404(api, lambda_context) -> None:
     _, _, created = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY), lambda_context)
     path = f"/api/v1/tasks/{created['id']}"
     status, _, body = call("query_tasks", rest_event("GET", path), lambda_context)
@@ -99,23 +104,24 @@ def test_health_needs_no_tenant(lambda_context) -> None:
     assert (status, body) == (200, {"status": "ok"})
 
 
-def test_the_executor_runs_a_task_once_and_drops_malformed_messages(fakes, lambda_context) -> None:
-    tasks, _queue, _ = fakes
+def test_the_executor_runs_a_task_once_and_drops_malformed_messages(api, db, lambda_context) -> None:
     _, _, created = call("create_task", rest_event("POST", "/api/v1/tasks", body=BODY), lambda_context)
-    message = json.dumps({"taskId": created["id"], "attempt": 1})
+    message = wake_up("tenant-a", created["id"])
     event = sqs_event(message, "not json", json.dumps({"taskId": "nope"}), message)  # a duplicate, too
     result = load_handler("executor").lambda_handler(event, lambda_context)
     assert result == {"batchItemFailures": []}
-    task = tasks.tasks[uuid.UUID(created["id"])]
+    task = PostgresTaskRepository(db).get(TenantId("tenant-a"), uuid.UUID(created["id"]))
     assert task.status is TaskStatus.SUCCEEDED
-    assert [(a.attempt_no, a.status) for a in tasks.attempts_log] == [(1, "succeeded")]
+    attempts = db().execute("SELECT task_id, attempt_no, status FROM task_attempts").fetchall()
+    assert [(a["task_id"], a["attempt_no"], a["status"]) for a in attempts] == [(task.id, 1, "succeeded")]
 
 
-def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(fakes, lambda_context) -> None:
-    _, _, keys = fakes
+def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(api, db, lambda_context) -> None:
     from datetime import UTC, datetime
 
-    keys.add(tenant_id=TenantId("acme"), name="k", key_hash=hash_api_key("ait_good"), now=datetime.now(UTC))
+    PostgresApiKeyRepository(db).add(
+        tenant_id=TenantId("acme"), name="k", key_hash=hash_api_key("ait_good"), now=datetime.now(UTC)
+    )
     arn = "arn:aws:execute-api:us-east-1:000000000000:abc123/v1/GET/api/v1/tasks"
     handler = load_handler("authorizer").lambda_handler
 
@@ -128,21 +134,22 @@ def test_the_authorizer_allows_a_valid_key_with_its_tenant_and_denies_others(fak
     assert allowed["policyDocument"]["Statement"][0]["Effect"] == "Allow"
     # No tier yet: no usage plan key, so API Gateway refuses (every authorized route requires one).
     assert "usageIdentifierKey" not in allowed
-    SetTier(keys.tenants, InMemoryUsagePlans())(TenantId("acme"), Tier.PRO)
+    tenants = PostgresTenantRepository(db)
+    SetTier(tenants, InMemoryUsagePlans())(TenantId("acme"), Tier.PRO)
     tiered = load_handler("authorizer").lambda_handler(event("Bearer ait_good"), lambda_context)
-    assert tiered["usageIdentifierKey"] == keys.tenants.plans[TenantId("acme")].usage_key
+    assert tiered["usageIdentifierKey"] == tenants.get(TenantId("acme")).usage_key
     for bad in (None, "Bearer ait_bad", "Basic ait_good", "Bearer"):
         with pytest.raises(Exception, match=r"^Unauthorized$"):
             handler(event(bad), lambda_context)
 
 
 def test_the_executor_publishes_a_batchs_counts_and_totals_once_and_each_runs_latency(
-    fakes, lambda_context, capsys
+    api, lambda_context, capsys
 ) -> None:
     create = rest_event("POST", "/api/v1/tasks", body=BODY)
     ids = [call("create_task", create, lambda_context)[2]["id"] for _ in "abc"]
     capsys.readouterr()
-    event = sqs_event(*(json.dumps({"taskId": i, "attempt": 1}) for i in ids))
+    event = sqs_event(*(wake_up("tenant-a", i) for i in ids))
     assert load_handler("executor").lambda_handler(event, lambda_context) == {"batchItemFailures": []}
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     attempts = [m for m in emf if "Attempts" in m]
