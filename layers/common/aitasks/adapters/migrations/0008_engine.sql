@@ -22,7 +22,9 @@ CREATE TABLE claim_gate (
 );
 INSERT INTO claim_gate DEFAULT VALUES;
 
--- A tenant's due work in the order the claim takes it; its leading tenant_id also lists the tenants with work.
+-- The tenants with queued work and when each one's is first due (one probe per tenant), and a tenant's due work in
+-- the order the claim takes it.
+CREATE INDEX tasks_tenant_due_idx ON tasks (tenant_id, available_at) WHERE status IN ('queued', 'failed');
 CREATE INDEX tasks_ready_idx ON tasks (tenant_id, priority, available_at, id) WHERE status IN ('queued', 'failed');
 -- A tenant's runs, counted against its cap.
 CREATE INDEX tasks_running_idx ON tasks (tenant_id) WHERE status = 'running';
@@ -71,17 +73,22 @@ AS $$
 BEGIN
     PERFORM FROM claim_gate FOR UPDATE;
     RETURN QUERY
-    WITH RECURSIVE waiting (tenant_id) AS (
-        -- The tenants with queued or failed tasks, one index probe each (a skip scan of tasks_ready_idx).
-        (SELECT t.tenant_id FROM tasks t WHERE t.status IN ('queued', 'failed') ORDER BY t.tenant_id LIMIT 1)
+    WITH RECURSIVE waiting (tenant_id, first_due) AS (
+        -- The tenants with queued or failed tasks and the time each one's first is due: one probe of
+        -- tasks_tenant_due_idx per tenant (a skip scan), whatever their backlogs.
+        (SELECT t.tenant_id, t.available_at FROM tasks t
+         WHERE t.status IN ('queued', 'failed') ORDER BY t.tenant_id, t.available_at LIMIT 1)
         UNION ALL
-        SELECT (SELECT t.tenant_id FROM tasks t
-                WHERE t.status IN ('queued', 'failed') AND t.tenant_id > w.tenant_id
-                ORDER BY t.tenant_id LIMIT 1)
-        FROM waiting w WHERE w.tenant_id IS NOT NULL
+        SELECT next.tenant_id, next.available_at
+        FROM waiting w
+        CROSS JOIN LATERAL (
+            SELECT t.tenant_id, t.available_at FROM tasks t
+            WHERE t.status IN ('queued', 'failed') AND t.tenant_id > w.tenant_id
+            ORDER BY t.tenant_id, t.available_at LIMIT 1
+        ) next
     ), tenant_load AS (
         SELECT w.tenant_id, tenant_running(w.tenant_id) AS running, tenant_max_concurrency(w.tenant_id) AS cap
-        FROM waiting w WHERE w.tenant_id IS NOT NULL
+        FROM waiting w WHERE w.first_due <= p_now
     ), candidates AS (
         SELECT c.id, l.running + c.n AS level, c.priority, c.available_at
         FROM tenant_load l
