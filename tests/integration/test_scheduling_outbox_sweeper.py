@@ -293,10 +293,14 @@ def test_the_sweeper_leaves_work_a_tenants_cap_holds_back_to_its_finishing_runs(
     later, queue = now + timedelta(minutes=3), InMemoryWorkQueue()
     # when / then: at its cap, nothing is re-sent (a wake-up would only find the cap)
     assert Sweep(repo, Dispatcher(queue), grace_s=120, clock=lambda: later)().redispatched == 0
-    # once its run ends, the next sweep wakes the rest
+    # once its run ends, the next sweep wakes as many as its cap has room for: one
     done = RunOutcome(TaskStatus.SUCCEEDED, "succeeded")
     assert repo.finish_runs([FinishedRun(running.id, 1, done)], locked_by="run", now=later)
-    assert Sweep(repo, Dispatcher(queue), grace_s=120, clock=lambda: later)().redispatched == 2
+    assert Sweep(repo, Dispatcher(queue), grace_s=120, clock=lambda: later)().redispatched == 1
+    assert {m.task_id for m in queue.sent} < ids - {running.id}
+    # raised to 5: the last one too
+    PostgresLimitsRepository(db).set_max_concurrency(T, 5, now=later)
+    assert Sweep(repo, Dispatcher(queue), grace_s=120, clock=lambda: later)().redispatched == 1
     assert {m.task_id for m in queue.sent} == ids - {running.id}
 
 

@@ -201,16 +201,26 @@ SELECT id FROM tasks WHERE status = 'running' AND locked_until < %(now)s ORDER B
 
 -- name: redispatch_due
 -- Due tasks whose last wake-up is older than the grace period: their message was lost (or the schedule was), or
--- it was spent while their tenant was at its cap. A tenant at its cap is left out: a finishing run of its own
--- claims (or wakes) its next task. SKIP LOCKED lets sweepers run side by side; the returned tasks get a new
--- wake-up right after the commit.
-WITH due AS (
-    SELECT id FROM tasks
+-- it was spent while their tenant was at its cap. Each tenant gets as many as its cap has room for now, in the
+-- claim's order: work the cap holds back is left to the tenant's finishing runs (a wake-up would only find the
+-- cap). SKIP LOCKED lets sweepers run side by side; the returned tasks get a new wake-up right after the commit.
+WITH stale AS (
+    SELECT id, tenant_id, available_at,
+           row_number() OVER (PARTITION BY tenant_id ORDER BY priority, available_at, id) AS n
+    FROM tasks
     WHERE status IN ('queued', 'failed') AND available_at <= %(due_before)s
       AND (dispatched_at IS NULL OR dispatched_at <= %(due_before)s)
-      AND tenant_running(tenant_id) < tenant_max_concurrency(tenant_id)
-    ORDER BY available_at
-    LIMIT %(limit)s
+), room AS (
+    SELECT tenant_id, tenant_max_concurrency(tenant_id) - tenant_running(tenant_id) AS free
+    FROM (SELECT DISTINCT tenant_id FROM stale) AS waiting
+), due AS (
+    SELECT tasks.id FROM tasks
+    WHERE tasks.id IN (
+        SELECT stale.id FROM stale JOIN room USING (tenant_id)
+        WHERE stale.n <= room.free
+        ORDER BY stale.available_at
+        LIMIT %(limit)s
+    )
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET dispatched_at = %(now)s FROM due WHERE tasks.id = due.id
