@@ -85,7 +85,7 @@ def test_fair_share_a_small_tenant_is_not_held_back_by_a_big_backlog(db) -> None
 
 
 def test_fair_share_serves_the_tenants_with_fewest_runs_first(db) -> None:
-    # given: A already has four runs, B one, C none; each has plenty of due work
+    # given: A and B have two runs each, C none (it was paused); each has plenty of due work
     repo = PostgresTaskRepository(db)
     for tenant in "ABC":
         add(repo, tenant, 10)
@@ -173,43 +173,29 @@ def test_a_cap_lowered_below_the_running_count_claims_nothing_until_it_is_under(
     assert len(claim(repo, 10)) == 1
 
 
-def test_caps_hold_exactly_with_many_executors_claiming_at_once(db, database_url: str) -> None:
-    # given: two tenants capped at 7 and 3 with 100 due tasks each, and 12 executors with their own connections
-    repo, limits = PostgresTaskRepository(db), PostgresLimitsRepository(db)
-    limits.set_max_concurrency(TenantId("A"), 7, now=NOW)
-    limits.set_max_concurrency(TenantId("B"), 3, now=NOW)
-    add(repo, "A", 100)
-    add(repo, "B", 100)
-    providers = [ConnectionProvider(lambda: database_url) for _ in range(12)]
-    claimed: list[Task] = []
-    lock = threading.Lock()
-    for _round in range(5):
-        start = threading.Barrier(len(providers))
-
-        def executor(provider: ConnectionProvider, start: threading.Barrier = start) -> None:
-            mine = PostgresTaskRepository(provider)
-            start.wait()
-            got = claim(mine, 10, by=f"exec-{id(provider)}")
-            with lock:
-                claimed.extend(got)
-
-        threads = [threading.Thread(target=executor, args=(p,)) for p in providers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        # then, after every round: exactly the caps, never more
-        counts = db().execute("SELECT tenant_id, count(*) AS n FROM tasks WHERE status = 'running' GROUP BY 1")
-        assert {r["tenant_id"]: r["n"] for r in counts} == {"A": 7, "B": 3}
-        # a slot frees in each tenant between rounds
-        one_each = [
-            next(t for t in claimed if t.tenant_id == x and repo.get(TenantId(x), t.id).status == "running")
-            for x in "AB"
-        ]
-        for task in one_each:
-            assert finish(repo, [task], by=task.locked_by or "")
-    for p in providers:
-        p.close()
+def test_a_claim_waits_for_the_claim_in_progress_and_counts_its_runs(db, database_url: str) -> None:
+    # given: tenant A capped at 3 with 10 due tasks, and a claim of 3 still in its transaction on one connection
+    repo = PostgresTaskRepository(db)
+    PostgresLimitsRepository(db).set_max_concurrency(TenantId("A"), 3, now=NOW)
+    add(repo, "A", 10)
+    first = ConnectionProvider(lambda: database_url)
+    conn = first()
+    conn.autocommit = False
+    assert len(PostgresTaskRepository(first).claim_due(limit=10, locked_by="first", lease_until=LEASE, now=NOW)) == 3
+    # when: another executor claims meanwhile
+    second: list[Task] = []
+    other = threading.Thread(target=lambda: second.extend(claim(PostgresTaskRepository(ConnectionProvider(
+        lambda: database_url)), 10, by="second")))  # fmt: skip
+    other.start()
+    other.join(0.5)
+    # then: it waits for the first claim (the gate) instead of filling the cap again from a stale count
+    assert other.is_alive()
+    conn.commit()
+    other.join(10)
+    assert second == []
+    running = db().execute("SELECT count(*) AS n FROM tasks WHERE status = 'running'").fetchone()["n"]
+    assert running == 3
+    first.close()
 
 
 def test_waiting_for_says_why_a_task_is_not_running(db) -> None:
@@ -297,3 +283,16 @@ def test_caps_hold_under_churn_claims_finishes_and_urgent_arrivals_at_once(db, d
     assert all(peaks[tenant] <= cap for tenant, cap in caps.items()), peaks
     ran = db().execute("SELECT count(*) AS n FROM task_attempts").fetchone()["n"]
     assert ran > 100  # it did churn
+
+
+def test_freed_slots_wake_as_many_tasks_as_were_freed_and_the_cap_admits(db) -> None:
+    repo, limits = PostgresTaskRepository(db), PostgresLimitsRepository(db)
+    limits.set_max_concurrency(TenantId("A"), 5, now=NOW)
+    add(repo, "A", 10, at=NOW - timedelta(minutes=1))
+    assert len(claim(repo, 4)) == 4
+    later = NOW + timedelta(seconds=5)
+    # two slots freed, but the cap has room for one more run only
+    [woken] = repo.wake_freed({TenantId("A"): 2}, now=later)
+    stamped = db().execute("SELECT dispatched_at FROM tasks WHERE id = %s", (woken.id,)).fetchone()
+    assert stamped["dispatched_at"] == later  # the sweeper leaves it alone for its grace period
+    assert repo.wake_freed({TenantId("B"): 3}, now=later) == []  # a tenant with nothing due

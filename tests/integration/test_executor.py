@@ -13,6 +13,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -174,7 +175,7 @@ def test_fail_twice_then_succeed_on_the_third_attempt(db) -> None:
         assert report.attempt_no == attempt_no
         if attempt_no < 3:
             assert report.task.status is TaskStatus.FAILED
-            assert execute(run).runs == []  # an early wake-up runs nothing
+            assert execute(run).runs == []  # before its retry time, a wake-up finds nothing due
             clock.advance((report.task.available_at - clock.now).total_seconds() + 0.001)
     assert report.task.status is TaskStatus.SUCCEEDED
     assert [(a["attempt_no"], a["status"], a["error_code"]) for a in attempts(db, task.id)] == [
@@ -291,6 +292,15 @@ def test_a_wake_up_that_finds_nothing_due_costs_one_statement(db) -> None:
     assert calls == ["claim_due"]
 
 
+def test_a_wake_up_a_fraction_of_a_second_early_is_sent_again_not_spent(db) -> None:
+    clock, wakeups = Clock(), InMemoryWorkQueue()
+    task = submit(PostgresTaskRepository(db), {"prompt": "p"}, now=clock.now + timedelta(seconds=0.4))
+    run = engine(db, clock=clock, queue_=wakeups)
+    report = run(deliveries(1, at=task.available_at), invocation_id="inv", remaining_s=lambda: 300)
+    assert (report.runs, report.claimed) == ([], 0)
+    assert [(m.delay_s, m.wake.at) for m in wakeups.sent] == [(1, task.available_at)]
+
+
 def test_an_early_wake_up_is_sent_again_for_the_rest_of_its_wait(db) -> None:
     clock, wakeups = Clock(), InMemoryWorkQueue()
     at = clock.now + timedelta(minutes=20)  # further than a queue delay: it came after 15 minutes
@@ -342,6 +352,40 @@ def test_a_zombie_run_whose_lease_expired_changes_nothing(db, openai_stub: OpenA
     assert results[0].runs == []
     assert [(x["attempt_no"], x["status"]) for x in attempts(db, task.id)] == [(1, "abandoned"), (2, "succeeded")]
     assert [x["content"] for x in artifacts(db, task.id)] == ["B's answer"]
+
+
+class FailingFinishes(PostgresTaskRepository):
+    """Writing the runs' ends fails `failures` times (the database went away for a moment), then works."""
+
+    def __init__(self, db: ConnectionProvider, failures: int) -> None:
+        super().__init__(db)
+        self.failures = failures
+
+    def finish_runs(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise DependencyUnavailableError("database")
+        return super().finish_runs(*args, **kwargs)
+
+
+def test_outcomes_that_could_not_be_written_are_written_when_the_database_is_back(db) -> None:
+    repo = FailingFinishes(db, failures=2)
+    ids = {submit(repo, {"prompt": f"p{i}"}).id for i in range(3)}
+    report = execute(engine(repo, heartbeat_s=0.2), 3)
+    assert {r.task.id for r in report.runs} == ids
+    assert all(r.task.status is TaskStatus.SUCCEEDED for r in report.runs)
+    assert all([a["status"] for a in attempts(db, i)] == ["succeeded"] for i in ids)  # no attempt lost or doubled
+
+
+def test_a_nul_in_a_models_answer_is_stored_without_taking_the_batch_down(db, openai_stub: OpenAiStub) -> None:
+    repo = PostgresTaskRepository(db)
+    ids = [submit(repo, {"prompt": f"p{i}"}).id for i in range(2)]
+    openai_stub.enqueue(ok("before\x00after"), ok("clean"))
+    provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
+    report = execute(engine(db, provider), 2)
+    assert {r.task.status for r in report.runs} == {TaskStatus.SUCCEEDED}
+    contents = sorted(a["content"] for i in ids for a in artifacts(db, i))
+    assert contents == ["before\ufffdafter", "clean"]
 
 
 class FlakyLeases(PostgresTaskRepository):
@@ -466,7 +510,7 @@ def test_500_tasks_of_four_tenants_woken_twice_run_once_each_within_every_cap(
                 batch = batches.get_nowait()
             except queue.Empty:
                 return
-            result = handler(sqs_event(*batch), LambdaContext(f"exec-{n}-{batches.qsize()}"))
+            result = handler(sqs_event(*batch), LambdaContext(aws_request_id=f"exec-{n}-{uuid.uuid4()}"))
             failures.extend(result["batchItemFailures"])
 
     # when

@@ -61,7 +61,7 @@ def test_a_created_task_is_stored_queued_and_run_once_despite_redelivery(queue_u
     def deliver(i: int) -> None:
         barrier.wait()
         handler = load_handler("executor", environment=f"-env{i}").lambda_handler
-        results.append(handler(sqs_event(message), LambdaContext(f"req-{i}")))
+        results.append(handler(sqs_event(message), LambdaContext(aws_request_id=f"req-{i}")))
 
     threads = [threading.Thread(target=deliver, args=(i,)) for i in range(4)]
     for t in threads:

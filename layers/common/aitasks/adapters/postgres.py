@@ -158,6 +158,11 @@ def _tasks(rows: list[DictRow]) -> list[Task]:
     return [t for t in map(_task, rows) if t is not None]
 
 
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: a model's answer or an error that has one keeps a replacement character."""
+    return value.replace("\x00", "\ufffd") if value else value
+
+
 def _finished_row(run: FinishedRun) -> dict[str, Any]:
     """One run's end as a row of finish_runs' JSON array (its keys are the statement's column names)."""
     outcome = run.outcome
@@ -170,7 +175,7 @@ def _finished_row(run: FinishedRun) -> dict[str, Any]:
         "status": outcome.status.value,
         "event_type": EVENT_FOR_STATUS[outcome.status],
         "attempt_status": outcome.attempt_status,
-        "last_error": outcome.last_error,
+        "last_error": _text(outcome.last_error),
         "available_at": outcome.available_at.isoformat() if outcome.available_at else None,
         "model": outcome.model,
         "tokens_in": outcome.tokens_in,
@@ -178,9 +183,9 @@ def _finished_row(run: FinishedRun) -> dict[str, Any]:
         "cost": format(outcome.cost, "f") if outcome.cost is not None else None,  # exact, not a float
         "latency_ms": outcome.latency_ms,
         "error_code": outcome.error_code,
-        "error_detail": outcome.error_detail,
+        "error_detail": _text(outcome.error_detail),
         "artifact_kind": artifact.kind if artifact else None,
-        "artifact_content": artifact.content if artifact else None,
+        "artifact_content": _text(artifact.content) if artifact else None,
     }
 
 
@@ -232,8 +237,10 @@ class PostgresTaskRepository(_Repository):
         rows = self._fetchall("extend_leases", params)
         return {row["id"]: Lease(cancel_requested=row["cancel_requested_at"] is not None) for row in rows}
 
-    def claimable(self, tenants: Sequence[TenantId], *, now: datetime) -> list[Task]:
-        return _tasks(self._fetchall("claimable", {"tenants": sorted(set(tenants)), "now": now}))
+    def wake_freed(self, freed: Mapping[TenantId, int], *, now: datetime) -> list[Task]:
+        tenants = sorted(freed)
+        params = {"tenants": tenants, "counts": [freed[t] for t in tenants], "now": now}
+        return _tasks(self._fetchall("wake_freed", params))
 
     def abandon_expired(self, task_ids: Sequence[UUID], *, now: datetime) -> list[Task]:
         return _tasks(self._fetchall("abandon_expired_run", {"ids": list(task_ids), "now": now}))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from aitasks.application.ports import WakeUp
+
+
+def _whole_second_at_or_after(at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    return at.replace(microsecond=0) + timedelta(seconds=1) if at.microsecond else at
 
 
 class EventBridgeScheduler:
@@ -35,7 +40,8 @@ class EventBridgeScheduler:
         request = {
             "Name": self.name(task_id),
             "GroupName": self._group,
-            "ScheduleExpression": f"at({at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')})",
+            # at() takes whole seconds: rounded up, so that the wake-up never comes before its task is due
+            "ScheduleExpression": f"at({_whole_second_at_or_after(at).strftime('%Y-%m-%dT%H:%M:%S')})",
             "ScheduleExpressionTimezone": "UTC",
             "FlexibleTimeWindow": {"Mode": "OFF"},
             "ActionAfterCompletion": "DELETE",

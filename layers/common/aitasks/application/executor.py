@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -42,8 +43,8 @@ logger = logging.getLogger(__name__)
 HAND_BACK_DELAY_S = 5
 # ... and after this when the database could not be reached to claim.
 DATABASE_DOWN_DELAY_S = 30
-# A wake-up this much ahead of its time is early: it is sent again for the rest of the wait.
-EARLY_TOLERANCE = timedelta(seconds=1)
+# Runs whose outcome could not be written are tried again this often (while their leases last).
+FINISH_RETRY_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,11 +153,15 @@ class Execute:
         except DependencyUnavailableError:
             logger.warning("the database is unreachable: the wake-ups go back to the queue", exc_info=True)
             return self._hand_back(due, DATABASE_DOWN_DELAY_S)
+        except Exception:
+            logger.exception("the claim failed: the wake-ups go back to the queue")
+            return self._hand_back(due, DATABASE_DOWN_DELAY_S)
         return batch.run()
 
     def _early(self, wake: WakeUp, now: datetime) -> bool:
-        """A wake-up that came before its time (its delay was capped) is sent again for the rest of the wait."""
-        if wake.at is None or wake.at - now <= EARLY_TOLERANCE:
+        """A wake-up that came before its time (its delay was capped, or a clock is ahead) is sent again for the
+        rest of the wait: a claim now would not find its task due."""
+        if wake.at is None or wake.at <= now:
             return False
         self.dispatch.wake(wake, now=now)
         return True
@@ -174,6 +179,12 @@ class Execute:
 
     def can_start_a_call(self, remaining_s: float) -> bool:
         return remaining_s - self.margin_s >= self.ai_timeout_s
+
+    @property
+    def call_grace_s(self) -> float:
+        """How long past its timeout a call is waited for before the run gives it up: within the margin, so that
+        the run's finish still fits in the invocation."""
+        return min(5.0, self.margin_s / 2)
 
     def outcome(self, run: _Run, elapsed_ms: int) -> RunOutcome:
         """How a run ended, from its model call's answer or the reason it stopped waiting for one."""
@@ -258,10 +269,11 @@ class _Batch:
         self.remaining_s = remaining_s
         self.inflight: dict[tuple[UUID, int], _Run] = {}
         self.ended: queue.SimpleQueue[_Run] = queue.SimpleQueue()
+        self.unfinished: list[tuple[_Run, RunOutcome]] = []  # ended, but their finish could not be written yet
         self.reports: list[RunReport] = []
         self.claimed = 0
         self.may_find_work = True  # a claim filled every slot it asked for, or runs ended since the last one
-        self.freed_late: list[TenantId] = []  # tenants whose runs ended when no new call could be started
+        self.freed_late: Counter[TenantId] = Counter()  # slots freed, by tenant, when no new call could start
 
     def claim(self) -> None:
         """Claim work for the free slots (one statement), and start the claimed tasks' model calls."""
@@ -299,8 +311,10 @@ class _Batch:
     def run(self) -> BatchReport:
         engine = self.engine
         next_beat = time.perf_counter() + engine.heartbeat_s
-        while self.inflight:
-            wake_at = min(next_beat, *(self._deadline(run) for run in self.inflight.values()))
+        while self.inflight or self.unfinished:
+            wake_at = min([next_beat, *(self._deadline(run) for run in self.inflight.values())])
+            if self.unfinished:
+                wake_at = min(wake_at, time.perf_counter() + FINISH_RETRY_S)
             ended = self._wait(wake_at - time.perf_counter())
             now = time.perf_counter()
             if now >= next_beat:
@@ -310,7 +324,7 @@ class _Batch:
                 if now >= self._deadline(run) and run.answer is None and run.stopped is None:
                     run.stopped = "timeout"
                     ended.append(run)
-            if ended:
+            if ended or self.unfinished:
                 self._finish(ended)
                 self._refill(ended)
         if self.freed_late:
@@ -319,7 +333,7 @@ class _Batch:
 
     def _deadline(self, run: _Run) -> float:
         """When the run stops waiting for its call: the provider's own timeout should have ended it before."""
-        return run.started + self.engine.ai_timeout_s + 5
+        return run.started + self.engine.ai_timeout_s + self.engine.call_grace_s
 
     def _wait(self, timeout_s: float) -> list[_Run]:
         """The runs whose calls returned: the first within `timeout_s`, then every other one already back."""
@@ -338,12 +352,13 @@ class _Batch:
         cancel was requested (they end cancelled) or whose lease is gone (another run has the task: dropped)."""
         engine = self.engine
         waiting = [run for run in self.inflight.values() if run.answer is None and run.stopped is None]
-        if not waiting:
+        unfinished = [run for run, _ in self.unfinished]
+        if not waiting and not unfinished:
             return []
         until = engine.lease_end(engine.clock())
         try:
             leases = engine.tasks.extend_leases(
-                [run.key for run in waiting], locked_by=self.invocation_id, lease_until=until
+                [run.key for run in waiting + unfinished], locked_by=self.invocation_id, lease_until=until
             )
         except Exception:
             # A passing database error: keep beating while a lease we hold lasts; past it, give the run up (a
@@ -354,6 +369,9 @@ class _Batch:
             for run in expired:
                 run.stopped = "lease"
             return expired
+        for run in unfinished:
+            if run.task.id in leases:
+                run.lease_until = until
         stopped: list[_Run] = []
         for run in waiting:
             lease = leases.get(run.task.id)
@@ -368,21 +386,39 @@ class _Batch:
         return stopped
 
     def _finish(self, ended: list[_Run]) -> None:
-        """End these runs in one statement; a failed one is woken again at its retry time."""
+        """End these runs (and any whose end could not be written before) in one statement; a failed one is woken
+        again at its retry time. If the statement fails, the outcomes are kept and written again while the runs'
+        leases last (the heartbeat renews them); a row the database refuses is written alone, so it cannot take
+        the others down with it."""
         engine = self.engine
         now_p = time.perf_counter()
-        outcomes = {run.key: engine.outcome(run, round((now_p - run.started) * 1000)) for run in ended}
         for run in ended:
             del self.inflight[run.key]
-        finished_runs = [FinishedRun(run.task.id, run.task.attempt_count, outcomes[run.key]) for run in ended]
+        pending = self.unfinished + [(run, engine.outcome(run, round((now_p - run.started) * 1000))) for run in ended]
+        self.unfinished = []
         try:
-            finished = engine.tasks.finish_runs(finished_runs, locked_by=self.invocation_id, now=engine.clock())
+            self._write(pending)
+        except DependencyUnavailableError:
+            logger.warning("could not record the runs' outcomes; trying again", exc_info=True)
+            self._keep(pending)
         except Exception:
-            # Their leases run out; the sweeper then closes the attempts and the tasks run again.
-            logger.exception("could not record the runs' outcomes", extra={"task_ids": [str(r.task.id) for r in ended]})
-            return
+            logger.exception("the runs' outcomes were refused together; writing them one by one")
+            for one in pending:
+                try:
+                    self._write([one])
+                except DependencyUnavailableError:
+                    self._keep([one])
+                except Exception:
+                    # Its lease runs out; the sweeper then closes the attempt and the task runs again.
+                    logger.exception("a run's outcome was refused", extra={"task_id": str(one[0].task.id)})
+        self.may_find_work = True  # the slots they freed may admit work their tenants' caps held back
+
+    def _write(self, pending: list[tuple[_Run, RunOutcome]]) -> None:
+        engine = self.engine
+        finished_runs = [FinishedRun(run.task.id, run.task.attempt_count, outcome) for run, outcome in pending]
+        finished = engine.tasks.finish_runs(finished_runs, locked_by=self.invocation_id, now=engine.clock())
         by_id = {task.id: task for task in finished}
-        for run in ended:
+        for run, outcome in pending:
             task = by_id.get(run.task.id)
             if task is None:
                 logger.warning(
@@ -391,8 +427,13 @@ class _Batch:
                 continue
             if task.status is TaskStatus.FAILED:
                 engine.dispatch(task, now=engine.clock())
-            self.reports.append(RunReport(task, run.task.attempt_count, outcomes[run.key], run.queue_delay_ms))
-        self.may_find_work = True  # the slots they freed may admit work their tenants' caps held back
+            self.reports.append(RunReport(task, run.task.attempt_count, outcome, run.queue_delay_ms))
+
+    def _keep(self, pending: list[tuple[_Run, RunOutcome]]) -> None:
+        """Keep outcomes to write again - those whose lease has not run out (past it, another run may have the
+        task: the sweeper closes the attempt)."""
+        now = self.engine.clock()
+        self.unfinished += [(run, outcome) for run, outcome in pending if run.lease_until > now]
 
     def _refill(self, ended: list[_Run]) -> None:
         """Claim for the slots that runs freed, while a new call could still finish in time; past that, note whose
@@ -400,21 +441,21 @@ class _Batch:
         if self.engine.can_start_a_call(self.remaining_s()):
             try:
                 self.claim()
-            except DependencyUnavailableError:
+            except Exception:
                 logger.warning("could not claim more work", exc_info=True)
                 self.may_find_work = False
             return
-        self.freed_late.extend(run.task.tenant_id for run in ended)
+        self.freed_late.update(run.task.tenant_id for run in ended)
 
     def _wake_next(self) -> None:
         """Runs ended when no new call could be started here: wake other executors for the work they freed."""
         engine = self.engine
         now = engine.clock()
         try:
-            for task in engine.tasks.claimable(self.freed_late, now=now):
+            for task in engine.tasks.wake_freed(self.freed_late, now=now):
                 engine.dispatch(task, now=now)
-        except DependencyUnavailableError:
-            logger.warning("could not look for the work freed slots admit; the sweeper will wake it", exc_info=True)
+        except Exception:
+            logger.warning("could not wake the work the freed slots admit; the sweeper will", exc_info=True)
 
 
 def _valid_json(text: str, schema: dict[str, object]) -> str:

@@ -93,8 +93,9 @@ class TaskRepository(Protocol):
         answer lost its lease (taken over or finished)."""
         ...
 
-    def claimable(self, tenants: Sequence[TenantId], *, now: datetime) -> list[Task]:
-        """The due tasks of these tenants that their caps admit now (what a claim could take)."""
+    def wake_freed(self, freed: Mapping[TenantId, int], *, now: datetime) -> list[Task]:
+        """For each tenant, up to as many of its next due tasks as it freed slots (and its cap admits now), marked
+        as woken: the caller sends them wake-ups."""
         ...
 
     def abandon_expired(self, task_ids: Sequence[UUID], *, now: datetime) -> list[Task]:

@@ -29,20 +29,42 @@ CREATE INDEX tasks_ready_idx ON tasks (tenant_id, priority, available_at, id) WH
 -- A tenant's runs, counted against its cap.
 CREATE INDEX tasks_running_idx ON tasks (tenant_id) WHERE status = 'running';
 
--- A tenant's cap: its override, else its tier's default, else the standard tier's (a tenant without a tier).
+-- A tenant's cap: its override, else its tier's default, else the standard tier's (a tenant without a tier); 0,
+-- nothing runs, if even that row is gone.
 CREATE FUNCTION tenant_max_concurrency(p_tenant text) RETURNS integer
     LANGUAGE sql STABLE
 AS $$
     SELECT COALESCE(
         (SELECT max_concurrency FROM tenant_limits WHERE tenant_id = p_tenant),
         (SELECT l.max_concurrency FROM tenants t JOIN tier_limits l USING (tier) WHERE t.tenant_id = p_tenant),
-        (SELECT max_concurrency FROM tier_limits WHERE tier = 'standard'))
+        (SELECT max_concurrency FROM tier_limits WHERE tier = 'standard'),
+        0)
 $$;
 
 CREATE FUNCTION tenant_running(p_tenant text) RETURNS integer
     LANGUAGE sql STABLE
 AS $$
     SELECT count(*)::integer FROM tasks WHERE tenant_id = p_tenant AND status = 'running'
+$$;
+
+-- The tenants with queued or failed tasks and the time each one's first is due: one probe of tasks_tenant_due_idx
+-- per tenant (a skip scan), whatever their backlogs. The claim and the sweeper start from it.
+CREATE FUNCTION waiting_tenants() RETURNS TABLE (tenant_id text, first_due timestamptz)
+    LANGUAGE sql STABLE
+AS $$
+    WITH RECURSIVE waiting (tenant_id, first_due) AS (
+        (SELECT t.tenant_id, t.available_at FROM tasks t
+         WHERE t.status IN ('queued', 'failed') ORDER BY t.tenant_id, t.available_at LIMIT 1)
+        UNION ALL
+        SELECT next.tenant_id, next.available_at
+        FROM waiting w
+        CROSS JOIN LATERAL (
+            SELECT t.tenant_id, t.available_at FROM tasks t
+            WHERE t.status IN ('queued', 'failed') AND t.tenant_id > w.tenant_id
+            ORDER BY t.tenant_id, t.available_at LIMIT 1
+        ) next
+    )
+    SELECT tenant_id, first_due FROM waiting
 $$;
 
 -- Why a task that is not running waits (the API's waitingFor): its time has not come ('schedule', or 'retry'
@@ -73,22 +95,9 @@ AS $$
 BEGIN
     PERFORM FROM claim_gate FOR UPDATE;
     RETURN QUERY
-    WITH RECURSIVE waiting (tenant_id, first_due) AS (
-        -- The tenants with queued or failed tasks and the time each one's first is due: one probe of
-        -- tasks_tenant_due_idx per tenant (a skip scan), whatever their backlogs.
-        (SELECT t.tenant_id, t.available_at FROM tasks t
-         WHERE t.status IN ('queued', 'failed') ORDER BY t.tenant_id, t.available_at LIMIT 1)
-        UNION ALL
-        SELECT next.tenant_id, next.available_at
-        FROM waiting w
-        CROSS JOIN LATERAL (
-            SELECT t.tenant_id, t.available_at FROM tasks t
-            WHERE t.status IN ('queued', 'failed') AND t.tenant_id > w.tenant_id
-            ORDER BY t.tenant_id, t.available_at LIMIT 1
-        ) next
-    ), tenant_load AS (
+    WITH tenant_load AS (
         SELECT w.tenant_id, tenant_running(w.tenant_id) AS running, tenant_max_concurrency(w.tenant_id) AS cap
-        FROM waiting w WHERE w.first_due <= p_now
+        FROM waiting_tenants() w WHERE w.first_due <= p_now
     ), candidates AS (
         SELECT c.id, l.running + c.n AS level, c.priority, c.available_at
         FROM tenant_load l

@@ -203,41 +203,48 @@ SELECT id FROM tasks WHERE status = 'running' AND locked_until < %(now)s ORDER B
 -- Due tasks whose last wake-up is older than the grace period: their message was lost (or the schedule was), or
 -- it was spent while their tenant was at its cap. Each tenant gets as many as its cap has room for now, in the
 -- claim's order: work the cap holds back is left to the tenant's finishing runs (a wake-up would only find the
--- cap). SKIP LOCKED lets sweepers run side by side; the returned tasks get a new wake-up right after the commit.
-WITH stale AS (
-    SELECT id, tenant_id, available_at,
-           row_number() OVER (PARTITION BY tenant_id ORDER BY priority, available_at, id) AS n
-    FROM tasks
-    WHERE status IN ('queued', 'failed') AND available_at <= %(due_before)s
-      AND (dispatched_at IS NULL OR dispatched_at <= %(due_before)s)
-), room AS (
-    SELECT tenant_id, tenant_max_concurrency(tenant_id) - tenant_running(tenant_id) AS free
-    FROM (SELECT DISTINCT tenant_id FROM stale) AS waiting
+-- cap). SKIP LOCKED lets sweepers run side by side, and the lock re-checks the task is still stale, so two never
+-- wake the same one; the returned tasks get a new wake-up right after the commit.
+WITH room AS (
+    SELECT w.tenant_id, tenant_max_concurrency(w.tenant_id) - tenant_running(w.tenant_id) AS free
+    FROM waiting_tenants() w WHERE w.first_due <= %(due_before)s
+), stale AS (
+    SELECT s.id, s.available_at FROM room
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.available_at FROM tasks t
+        WHERE t.tenant_id = room.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(due_before)s
+          AND (t.dispatched_at IS NULL OR t.dispatched_at <= %(due_before)s)
+        ORDER BY t.priority, t.available_at, t.id
+        LIMIT GREATEST(room.free, 0)
+    ) s
 ), due AS (
     SELECT tasks.id FROM tasks
-    WHERE tasks.id IN (
-        SELECT stale.id FROM stale JOIN room USING (tenant_id)
-        WHERE stale.n <= room.free
-        ORDER BY stale.available_at
-        LIMIT %(limit)s
-    )
+    WHERE tasks.id IN (SELECT id FROM stale ORDER BY available_at LIMIT %(limit)s)
+      AND tasks.status IN ('queued', 'failed')
+      AND (tasks.dispatched_at IS NULL OR tasks.dispatched_at <= %(due_before)s)
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET dispatched_at = %(now)s FROM due WHERE tasks.id = due.id
 RETURNING tasks.*;
 
--- name: claimable
--- What the runs that just ended freed, for an executor that can no longer claim: the next due tasks of these
--- tenants that their caps now admit, in the claim's order (they get wake-ups, so the freed slots do not wait for
--- the sweeper).
-SELECT next.* FROM unnest(%(tenants)s::text[]) AS f (tenant_id)
-CROSS JOIN LATERAL (
-    SELECT t.* FROM tasks t
-    WHERE t.tenant_id = f.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(now)s
-      AND t.cancel_requested_at IS NULL
-    ORDER BY t.priority, t.available_at, t.id
-    LIMIT GREATEST(tenant_max_concurrency(f.tenant_id) - tenant_running(f.tenant_id), 0)
-) next;
+-- name: wake_freed
+-- What runs that just ended freed, for an executor that can no longer claim: for each tenant, the next due tasks in
+-- the claim's order, as many as it freed and its cap now admits; marked as woken (they get wake-ups right after
+-- this), so that the sweeper and other executors do not wake them again.
+WITH freed AS (
+    SELECT * FROM unnest(%(tenants)s::text[], %(counts)s::integer[]) AS f (tenant_id, n)
+), next AS (
+    SELECT n.id FROM freed
+    CROSS JOIN LATERAL (
+        SELECT t.id FROM tasks t
+        WHERE t.tenant_id = freed.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(now)s
+          AND t.cancel_requested_at IS NULL
+        ORDER BY t.priority, t.available_at, t.id
+        LIMIT GREATEST(LEAST(freed.n, tenant_max_concurrency(freed.tenant_id) - tenant_running(freed.tenant_id)), 0)
+    ) n
+)
+UPDATE tasks SET dispatched_at = %(now)s FROM next WHERE tasks.id = next.id
+RETURNING tasks.*;
 
 -- name: redrive
 -- transition: dead_letter -> queued
