@@ -23,7 +23,7 @@ from aitasks.application.ports import Artifact, FinishedRun, RunOutcome
 from aitasks.application.tasks import GetHistory
 from aitasks.domain.errors import TaskNotFoundError, UnauthorizedError
 from aitasks.domain.task import Task, TaskStatus, TenantId
-from tests.conftest import load_handler, rest_event
+from tests.conftest import load_handler, rest_event, sqs_event
 from tests.integration.conftest import WEBSOCKET_URL
 
 if TYPE_CHECKING:
@@ -194,16 +194,19 @@ def test_connect_without_a_tenant_from_the_authorizer_is_refused(api, db, pusher
     assert connections(db) == {}
 
 
+def notify(lambda_context: Any, *events: dict[str, Any]) -> dict[str, Any]:
+    """The notifier on a batch of the live-updates queue: each message body is an event as the bus rule sends it."""
+    return load_handler("notifier").lambda_handler(sqs_event(*(json.dumps(e) for e in events)), lambda_context)
+
+
 def test_the_notifier_pushes_an_event_to_its_tenants_connections_only(api, db, pusher, lambda_context) -> None:
     # given two tenants with connections of their own
     connect(ticket_for("tenant-a", lambda_context), "a-1", lambda_context)
     connect(ticket_for("tenant-a", lambda_context), "a-2", lambda_context)
     connect(ticket_for("tenant-b", lambda_context), "b-1", lambda_context)
-    # when each tenant's task changes
-    notifier = load_handler("notifier").lambda_handler
+    # when each tenant's task changes (one batch from the live-updates queue)
     event_a, event_b = bridge_event("tenant-a"), bridge_event("tenant-b", status="started")
-    assert notifier(event_a, lambda_context) == {"sent": 2, "gone": 0, "failed": 0}
-    assert notifier(event_b, lambda_context) == {"sent": 1, "gone": 0, "failed": 0}
+    assert notify(lambda_context, event_a, event_b) == {"batchItemFailures": []}
     # then each connection got its own tenant's event, and no other
     got = pushed_to(pusher)
     assert got == {
@@ -213,7 +216,7 @@ def test_the_notifier_pushes_an_event_to_its_tenants_connections_only(api, db, p
     }
     assert all(m["detail"]["tenantId"] == "tenant-a" for c in ("a-1", "a-2") for m in got[c])
     # an event of a tenant with nobody connected goes nowhere
-    assert notifier(bridge_event("tenant-c"), lambda_context) == {"sent": 0, "gone": 0, "failed": 0}
+    assert notify(lambda_context, bridge_event("tenant-c")) == {"batchItemFailures": []}
     assert len(pusher.pushed) == 3
     assert set(connections(db)) == {"a-1", "a-2", "b-1"}
 
@@ -225,8 +228,7 @@ def test_gone_connections_are_dropped_and_a_failing_one_does_not_stop_the_others
         connect(ticket_for("tenant-a", lambda_context), connection_id, lambda_context)
     pusher.gone.add("a-gone")
     pusher.broken.add("a-broken")
-    report = load_handler("notifier").lambda_handler(bridge_event("tenant-a"), lambda_context)
-    assert report == {"sent": 1, "gone": 1, "failed": 1}
+    assert notify(lambda_context, bridge_event("tenant-a")) == {"batchItemFailures": []}
     assert set(connections(db)) == {"a-broken", "a-live"}  # a failure is not proof it is gone
     assert [c for c, _ in pusher.pushed] == ["a-live"]
 
@@ -235,8 +237,15 @@ def test_an_event_without_a_tenant_is_dropped(api, pusher, lambda_context) -> No
     connect(ticket_for("tenant-a", lambda_context), "a-1", lambda_context)
     event = bridge_event("tenant-a")
     del event["detail"]["tenantId"]
-    assert load_handler("notifier").lambda_handler(event, lambda_context) == {"sent": 0, "gone": 0, "failed": 0}
+    assert notify(lambda_context, event) == {"batchItemFailures": []}
     assert not pusher.pushed
+
+
+def test_a_malformed_live_update_message_is_dropped_and_the_rest_of_its_batch_pushed(api, pusher, lambda_context):
+    connect(ticket_for("tenant-a", lambda_context), "a-1", lambda_context)
+    event = sqs_event("{not json", json.dumps(bridge_event("tenant-a")))
+    assert load_handler("notifier").lambda_handler(event, lambda_context) == {"batchItemFailures": []}
+    assert [c for c, _ in pusher.pushed] == ["a-1"]
 
 
 def test_disconnect_forgets_the_connection_and_default_does_nothing(api, db, pusher, lambda_context) -> None:

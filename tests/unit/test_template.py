@@ -295,7 +295,7 @@ def test_sqs_consumers_read_only_their_own_queue(template: dict[str, Any]) -> No
         for event in fn.get("Events", {}).values()
         if event["Type"] == "SQS"
     }
-    assert set(consumers) == {"ExecutorFunction", "DlqHandlerFunction"}
+    assert set(consumers) == {"ExecutorFunction", "DlqHandlerFunction", "NotifierFunction"}
     for name, queue in consumers.items():
         role = functions[name]["Role"]["GetAtt"].removesuffix(".Arn")
         receive = [s for owner, s in _statements(template) if owner == role and "sqs:ReceiveMessage" in s["Action"]]
@@ -319,11 +319,20 @@ def test_live_updates_a_ticketed_websocket_and_a_notifier_on_the_bus(template: d
     )
     [stage] = resources(template, "AWS::ApiGatewayV2::Stage").values()
     assert stage["AutoDeploy"] is True and stage["StageName"] == "v1"
+    # Events reach the notifier through a queue, in batches and with bounded concurrency (a burst of events does
+    # not start an invocation, and a database connection, per event).
     notifier = resources(template, "AWS::Serverless::Function")["NotifierFunction"]
-    [rule] = notifier["Events"].values()
-    assert rule["Type"] == "EventBridgeRule"
-    assert rule["Properties"]["EventBusName"] == {"Ref": "EventBus"}
-    assert rule["Properties"]["Pattern"] == {"source": ["aitasks"]}
+    [source] = notifier["Events"].values()
+    assert source["Type"] == "SQS" and source["Properties"]["Queue"] == {"GetAtt": "LiveUpdatesQueue.Arn"}
+    assert source["Properties"]["BatchSize"] == 10
+    assert source["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 5
+    rule = resources(template, "AWS::Events::Rule")["LiveUpdatesRule"]
+    assert rule["EventBusName"] == {"Ref": "EventBus"} and rule["EventPattern"] == {"source": ["aitasks"]}
+    assert [t["Arn"] for t in rule["Targets"]] == [{"GetAtt": "LiveUpdatesQueue.Arn"}]
+    policy = resources(template, "AWS::SQS::QueuePolicy")["LiveUpdatesQueuePolicy"]
+    [grant] = policy["PolicyDocument"]["Statement"]
+    assert grant["Principal"] == {"Service": "events.amazonaws.com"}
+    assert grant["Condition"] == {"ArnEquals": {"aws:SourceArn": {"GetAtt": "LiveUpdatesRule.Arn"}}}
     [push] = [s for owner, s in _statements(template) if s.get("Action") == "execute-api:ManageConnections"]
     assert "${WebSocketApi}/v1/POST/@connections/*" in push["Resource"]["Sub"]
     permissions = resources(template, "AWS::Lambda::Permission")
