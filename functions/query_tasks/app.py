@@ -1,4 +1,4 @@
-"""GET /api/v1/tasks, /tasks/{id}, /tasks/{id}/attempts, /artifacts, /events; /health; /openapi.json."""
+"""GET /api/v1/tasks, /tasks/{id}, /tasks/{id}/attempts, /artifacts, /events; /usage; /health; /openapi.json."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from aitasks import bootstrap
 from aitasks.http import problems
 from aitasks.http.context import STATUS_LIST, TYPE_LIST, task_filter, tenant
-from aitasks.http.models import ArtifactView, AttemptView, EventView, TaskView, dump
+from aitasks.http.models import ArtifactView, AttemptView, EventView, TaskView, UsageView, dump
 from aitasks.http.openapi import responses
 from aitasks.http.paging import link_header
 
@@ -87,6 +87,15 @@ def get_artifacts(task_id: UUID) -> list[ArtifactView]:
 )
 def get_events(task_id: UUID) -> list[EventView]:
     return [EventView.of(e) for e in bootstrap.get_history()(tenant(app), task_id)]
+
+
+@app.get(
+    "/api/v1/usage",
+    summary="The tenant's month: budget, spent and held per model, concurrency, running and queued tasks",
+    responses=responses(200, UsageView, 401, 429, 503),
+)
+def get_usage() -> UsageView:
+    return UsageView.of(bootstrap.get_usage()(tenant(app)))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -22,6 +22,7 @@ from aitasks.adapters.postgres import (
     PostgresApiKeyRepository,
     PostgresConnectionRegistry,
     PostgresLimitsRepository,
+    PostgresModelRepository,
     PostgresRetention,
     PostgresTaskRepository,
     PostgresTicketStore,
@@ -32,6 +33,10 @@ from tests.support.fakes import InMemoryPusher, InMemoryWorkQueue
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from aitasks.application.ai import PriceTable
+    from aitasks.application.dispatch import Dispatcher
+    from aitasks.application.tasks import CreateTask
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +81,11 @@ def databases(server_url: str) -> Iterator[Databases]:
 
 @pytest.fixture(scope="session")
 def database_url(databases: Databases) -> str:
+    """The session's database, migrated, with the model prices synced (as every migration does on deploy)."""
     url = databases.create()
     with connect(url) as conn:
         migrate(conn)
+        bootstrap.sync_prices(PostgresModelRepository(lambda: conn))
     return url
 
 
@@ -88,7 +95,7 @@ def db(database_url: str) -> Iterator[ConnectionProvider]:
     with connect(database_url) as conn:
         conn.execute(
             "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys, tenants, tenant_limits,"
-            " idempotency_records, websocket_tickets, websocket_connections"
+            " idempotency_records, websocket_tickets, websocket_connections, model_limits, model_calls, tenant_spend"
             " CASCADE"
         )
     provider = ConnectionProvider(lambda: database_url)
@@ -102,7 +109,27 @@ def wired(db: ConnectionProvider, monkeypatch: pytest.MonkeyPatch) -> Connection
     monkeypatch.setattr(bootstrap, "task_repository", lambda: PostgresTaskRepository(db))
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(db))
     monkeypatch.setattr(bootstrap, "limits_repository", lambda: PostgresLimitsRepository(db))
+    monkeypatch.setattr(bootstrap, "model_repository", lambda: PostgresModelRepository(db))
     return db
+
+
+def prices_of(db: ConnectionProvider | PostgresTaskRepository) -> PriceTable:
+    """The model prices the test database holds (synced from genai-prices, with the fake model's)."""
+    connection = db._connection if isinstance(db, PostgresTaskRepository) else db
+    return PostgresModelRepository(connection).price_table()
+
+
+def create_task(
+    db: ConnectionProvider | PostgresTaskRepository, dispatch: Dispatcher, *, allow_fake: bool = True
+) -> CreateTask:
+    """The create use case on the test database, as bootstrap builds it for the fake provider (any model name)."""
+    from aitasks.application.limits import ModelCatalog
+    from aitasks.application.tasks import CreateTask
+
+    connection = db._connection if isinstance(db, PostgresTaskRepository) else db
+    catalog = ModelCatalog.of(prices_of(connection), default_model="gpt-4o-mini", allowed=None, provider="fake")
+    repo = db if isinstance(db, PostgresTaskRepository) else PostgresTaskRepository(db)
+    return CreateTask(repo, dispatch, catalog, PostgresLimitsRepository(connection), allow_fake=allow_fake)
 
 
 def dbname(url: str) -> str:
@@ -127,6 +154,7 @@ def api(db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(provider()))
     monkeypatch.setattr(bootstrap, "idempotency_store", lambda: PostgresIdempotencyStore(provider()))
     monkeypatch.setattr(bootstrap, "limits_repository", lambda: PostgresLimitsRepository(provider()))
+    monkeypatch.setattr(bootstrap, "model_repository", lambda: PostgresModelRepository(provider()))
     monkeypatch.setattr(bootstrap, "ticket_store", lambda: PostgresTicketStore(provider()))
     monkeypatch.setattr(bootstrap, "connection_registry", lambda: PostgresConnectionRegistry(provider()))
     monkeypatch.setattr(bootstrap, "prune", lambda: Prune(PostgresRetention(provider())))

@@ -133,7 +133,7 @@ def test_a_tenants_cap_holds_and_a_finished_run_frees_its_slot(db) -> None:
     assert claim(repo, 10) == []
     finish(repo, first[:2])
     assert len(claim(repo, 10)) == 2
-    assert limits.limits(TenantId("A")).running == 3
+    assert limits.limits(TenantId("A"), now=NOW).running == 3
 
 
 def test_tier_defaults_and_overrides(db) -> None:
@@ -142,12 +142,13 @@ def test_tier_defaults_and_overrides(db) -> None:
         "INSERT INTO tenants (tenant_id, tier, usage_key_id, usage_key, updated_at)"
         " VALUES ('free-one', 'free', 'k1', 'v1', now()), ('pro-one', 'pro', 'k2', 'v2', now())"
     )
-    assert [limits.limits(TenantId(t)).max_concurrency for t in ("free-one", "pro-one", "no-tier")] == [2, 50, 10]
+    caps = [limits.limits(TenantId(t), now=NOW).max_concurrency for t in ("free-one", "pro-one", "no-tier")]
+    assert caps == [2, 50, 10]
     limits.set_max_concurrency(TenantId("pro-one"), 7, now=NOW)
-    pro = limits.limits(TenantId("pro-one"))
+    pro = limits.limits(TenantId("pro-one"), now=NOW)
     assert (pro.max_concurrency, pro.max_concurrency_override, pro.tier) == (7, 7, "pro")
     limits.set_max_concurrency(TenantId("pro-one"), None, now=NOW)  # back to the tier's
-    assert limits.limits(TenantId("pro-one")).max_concurrency == 50
+    assert limits.limits(TenantId("pro-one"), now=NOW).max_concurrency == 50
 
 
 def test_a_cap_of_zero_pauses_a_tenant_and_lifting_it_releases_the_work(db) -> None:

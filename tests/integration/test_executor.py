@@ -23,8 +23,13 @@ import pytest
 from aitasks import bootstrap
 from aitasks.adapters.fake_provider import FakeAiProvider
 from aitasks.adapters.openai_provider import OpenAiProvider
-from aitasks.adapters.postgres import ConnectionProvider, PostgresLimitsRepository, PostgresTaskRepository
-from aitasks.application.ai import DEFAULT_PRICES
+from aitasks.adapters.postgres import (
+    ConnectionProvider,
+    PostgresLimitsRepository,
+    PostgresModelRepository,
+    PostgresTaskRepository,
+)
+from aitasks.application.ai import Usage
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.executor import DATABASE_DOWN_DELAY_S, HAND_BACK_DELAY_S, Execute, RescueWakeUp
 from aitasks.application.ports import Delivery, WakeUp
@@ -32,6 +37,7 @@ from aitasks.domain.errors import DependencyUnavailableError
 from aitasks.domain.retry import RetryPolicy
 from aitasks.domain.task import Task, TaskStatus, TenantId
 from tests.conftest import LambdaContext, load_handler, sqs_event, wake_up
+from tests.integration.conftest import prices_of
 from tests.support.fakes import InMemoryWorkQueue
 from tests.support.openai_stub import OpenAiStub, ok, rate_limited, slow
 
@@ -88,7 +94,7 @@ def engine(
         queue_,
         Dispatcher(queue_),
         provider or FakeAiProvider(),
-        DEFAULT_PRICES,
+        lambda: prices_of(repo),
         RetryPolicy(),
         lease_s=lease_s,
         heartbeat_s=heartbeat_s,
@@ -131,7 +137,9 @@ def test_a_chat_task_succeeds_with_its_attempt_usage_cost_and_artifact(db) -> No
     [attempt] = attempts(db, task.id)
     assert (attempt["status"], attempt["model"], attempt["error_code"]) == ("succeeded", "fake-echo-1", None)
     assert attempt["tokens_in"] > 0 and attempt["tokens_out"] > 0
-    assert attempt["cost"] == 0  # the fake model is priced at zero, not unknown
+    # the fake model is priced: $0.50 in and $1.50 out per million tokens
+    usage = Usage(tokens_in=attempt["tokens_in"], tokens_out=attempt["tokens_out"])
+    assert attempt["cost"] == prices_of(db).cost("fake-echo-1", usage) > 0
     assert artifacts(db, task.id) == [{"kind": "text", "content": run.outcome.artifact.content}]
     stored = repo.get(T, task.id)
     assert (stored.tokens_in, stored.tokens_out) == (attempt["tokens_in"], attempt["tokens_out"])
@@ -494,6 +502,7 @@ def test_500_tasks_of_four_tenants_woken_twice_run_once_each_within_every_cap(
 
     provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
     monkeypatch.setattr(bootstrap, "task_repository", thread_repo)
+    monkeypatch.setattr(bootstrap, "model_repository", lambda: PostgresModelRepository(db))
     monkeypatch.setattr(bootstrap, "work_queue", InMemoryWorkQueue)
     monkeypatch.setattr(bootstrap, "ai_provider", lambda: provider)
     messages = [wake_up(t.tenant_id, t.id) for t in tasks] * 2
@@ -531,7 +540,10 @@ def test_500_tasks_of_four_tenants_woken_twice_run_once_each_within_every_cap(
     )
     assert len(rows) == 500
     retried = db().execute("SELECT error_code, error_detail FROM task_attempts WHERE status <> 'succeeded'").fetchall()
-    assert all(r == {"status": "succeeded", "ok": 1, "tries": 1} for r in rows), retried[:3]
+    assert all(r == {"status": "succeeded", "ok": 1, "tries": 1} for r in rows), (
+        retried[:3],
+        [r for r in rows if r["status"] != "succeeded"][:3],
+    )
     calls: dict[str, int] = {}
     for request in openai_stub.requests:
         prompt = request.json["messages"][-1]["content"]

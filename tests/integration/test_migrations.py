@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -134,7 +136,13 @@ def test_cli_migrate_applies_then_reports_up_to_date(databases) -> None:
     assert first.returncode == 0, first.stderr
     assert "applied 0001_initial" in first.stdout
     again = cli("migrate", "--database-url", url)
-    assert (again.returncode, again.stdout.strip()) == (0, "schema is up to date")
+    assert again.returncode == 0
+    up_to_date, prices = again.stdout.strip().splitlines()
+    assert up_to_date == "schema is up to date"
+    assert re.fullmatch(r"\d{2,} model prices written", prices)  # genai-prices' and the fake model's
+    with connect(url) as conn:
+        fake = conn.execute("SELECT input_per_m, output_per_m FROM model_prices WHERE model = 'fake-echo-1'").fetchone()
+    assert fake == {"input_per_m": Decimal("0.5"), "output_per_m": Decimal("1.5")}
 
 
 def test_cli_migrate_against_a_database_that_is_down_says_so_in_one_line() -> None:

@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aitasks.adapters.postgres import PostgresTaskRepository
 from aitasks.application.dispatch import Dispatcher
-from aitasks.application.tasks import CreateTask, NewTask
+from aitasks.application.tasks import NewTask
 from aitasks.domain.task import TenantId
+from tests.integration.conftest import create_task
 from tests.support.fakes import InMemoryWorkQueue
 
 
@@ -21,9 +21,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def dead_letter(db, type_: str = "chat") -> str:
     payload = {"prompt": "p", "context": "c"} if type_ == "summarize" else {"prompt": "p"}
-    task = CreateTask(PostgresTaskRepository(db), Dispatcher(InMemoryWorkQueue()))(
-        TenantId("t"), NewTask(type=type_, payload=payload)
-    )
+    task = create_task(db, Dispatcher(InMemoryWorkQueue()))(TenantId("t"), NewTask(type=type_, payload=payload))
     db().execute("UPDATE tasks SET status = 'dead_letter', last_error = 'boom' WHERE id = %s", (task.id,))
     return str(task.id)
 

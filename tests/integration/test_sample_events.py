@@ -53,7 +53,14 @@ def test_scheduled_events(api, lambda_context) -> None:
     assert report == {
         "leases_freed": 0,
         "redispatched": 0,
-        "pruned": {"tasks": 0, "outbox_rows": 0, "idempotency_keys": 0, "tickets": 0, "connections": 0},
+        "pruned": {
+            "tasks": 0,
+            "outbox_rows": 0,
+            "idempotency_keys": 0,
+            "tickets": 0,
+            "connections": 0,
+            "model_calls": 0,
+        },
     }
 
 

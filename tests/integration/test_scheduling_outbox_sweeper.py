@@ -19,16 +19,16 @@ from aitasks.adapters.fake_provider import FakeAiProvider
 from aitasks.adapters.postgres import ConnectionProvider, PostgresOutbox, PostgresRetention, PostgresTaskRepository
 from aitasks.adapters.scheduler import EventBridgeScheduler
 from aitasks.adapters.sqs import SqsWorkQueue
-from aitasks.application.ai import DEFAULT_PRICES
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.events import RelayOutbox
 from aitasks.application.executor import Execute, RunReport
 from aitasks.application.maintenance import Prune, RedriveDeadLetters, RedriveTask, Sweep
 from aitasks.application.ports import Delivery, WakeUp
-from aitasks.application.tasks import CancelTask, CreateTask, NewTask
+from aitasks.application.tasks import CancelTask, NewTask
 from aitasks.domain.errors import IllegalTransitionError
 from aitasks.domain.retry import RetryPolicy
 from aitasks.domain.task import TaskStatus, TenantId
+from tests.integration.conftest import create_task, prices_of
 from tests.support.fakes import InMemoryEventPublisher, InMemoryScheduler, InMemoryWorkQueue
 
 T = TenantId("tenant-a")
@@ -56,7 +56,7 @@ def fake_runner(
         queue,
         dispatch,
         FakeAiProvider(),
-        DEFAULT_PRICES,
+        lambda: prices_of(repo),
         policy or RetryPolicy(),
         lease_s=60,
         heartbeat_s=15,
@@ -77,7 +77,7 @@ def visible_messages(aws: Any) -> list[dict[str, Any]]:
 
 
 def create(db: ConnectionProvider, dispatch: Dispatcher, **kwargs: Any) -> Any:
-    return CreateTask(PostgresTaskRepository(db), dispatch)(T, NewTask(type="chat", payload={"prompt": "p"}, **kwargs))
+    return create_task(db, dispatch)(T, NewTask(type="chat", payload={"prompt": "p"}, **kwargs))
 
 
 # --- ScheduledAt ---------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def lifecycle(db: ConnectionProvider) -> None:
     dispatch = Dispatcher(queue)
     repo = PostgresTaskRepository(db)
     run = fake_runner(repo, queue, dispatch, policy=RetryPolicy(base_delay_s=0.4, max_delay_s=0.4))
-    flaky = CreateTask(repo, dispatch, allow_fake=True)(
+    flaky = create_task(repo, dispatch)(
         T, NewTask(type="chat", payload={"prompt": "p", "params": {"fake": {"failAttempts": 1}}})
     )
     assert run("a")[flaky.id].task.status is TaskStatus.FAILED
@@ -160,7 +160,7 @@ def lifecycle(db: ConnectionProvider) -> None:
     assert run("b")[flaky.id].task.status is TaskStatus.SUCCEEDED
     cancelled = create(db, dispatch)
     CancelTask(repo, dispatch)(T, cancelled.id)
-    doomed = CreateTask(repo, dispatch, allow_fake=True)(
+    doomed = create_task(repo, dispatch)(
         T,
         NewTask(
             type="summarize",
@@ -359,7 +359,7 @@ def test_redrive_gives_a_dead_letter_a_new_budget_and_keeps_its_history(db) -> N
     repo = PostgresTaskRepository(db)
     queue = InMemoryWorkQueue()
     dispatch = Dispatcher(queue)
-    task = CreateTask(repo, dispatch, allow_fake=True)(
+    task = create_task(repo, dispatch)(
         T, NewTask(type="chat", payload={"prompt": "p", "params": {"fake": {"failAttempts": 1}}}, max_attempts=1)
     )
     run = fake_runner(repo, queue, dispatch)

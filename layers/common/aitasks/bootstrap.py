@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aitasks.application.dispatch import Dispatcher
     from aitasks.application.events import RelayOutbox
     from aitasks.application.executor import Execute, RescueWakeUp
+    from aitasks.application.limits import GetUsage, ModelCatalog
     from aitasks.application.live import Connect, Disconnect, IssueTicket, Notify, RedeemTicket
     from aitasks.application.maintenance import Prune, RedriveTask, Sweep
     from aitasks.application.ports import (
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         EventPublisher,
         LimitsRepository,
         MessagePusher,
+        ModelRepository,
         Scheduler,
         TaskQueries,
         TaskRepository,
@@ -145,11 +147,45 @@ def openai_api_key() -> str:
 
 
 @functools.cache
-def prices() -> PriceTable:
-    from aitasks.application.ai import DEFAULT_PRICES
+def model_repository() -> ModelRepository:
+    from aitasks.adapters.postgres import PostgresModelRepository
 
-    overrides = get_settings().ai_prices_json
-    return DEFAULT_PRICES.with_overrides(overrides) if overrides else DEFAULT_PRICES
+    return PostgresModelRepository(connection())
+
+
+def prices() -> PriceTable:
+    """Every model's price, from the database (synced from genai-prices), read again every few minutes."""
+    return model_repository().price_table()
+
+
+def model_catalog() -> ModelCatalog:
+    from aitasks.application.limits import ModelCatalog
+
+    settings = get_settings()
+    return ModelCatalog.of(
+        prices(),
+        default_model=settings.ai_default_model,
+        allowed=settings.ai_allowed_models,
+        provider=settings.ai_provider,
+    )
+
+
+def sync_prices(models: ModelRepository | None = None) -> int:
+    """Write genai-prices' prices for the configured provider (with AI_PRICES_JSON's overrides) to the database."""
+    from datetime import UTC, datetime
+
+    from aitasks.adapters.genai_prices import provider_prices, source
+    from aitasks.application.limits import SyncPrices
+
+    provider = get_settings().ai_provider
+    api = "openai" if provider == "fake" else provider  # the fake deployment prices OpenAI's models too
+    return SyncPrices(
+        models or model_repository(),
+        lambda: provider_prices(api, on=datetime.now(UTC).date()),
+        provider=api,
+        source=source(),
+        overrides_json=get_settings().ai_prices_json,
+    )()
 
 
 @functools.cache
@@ -217,7 +253,19 @@ def publish_events_soon(budget_s: float = 1.0) -> None:
 def create_task() -> CreateTask:
     from aitasks.application.tasks import CreateTask
 
-    return CreateTask(task_repository(), dispatcher(), allow_fake=get_settings().ai_provider == "fake")
+    return CreateTask(
+        task_repository(),
+        dispatcher(),
+        model_catalog(),
+        limits_repository(),
+        allow_fake=get_settings().ai_provider == "fake",
+    )
+
+
+def get_usage() -> GetUsage:
+    from aitasks.application.limits import GetUsage
+
+    return GetUsage(limits_repository())
 
 
 def get_task() -> GetTask:
@@ -368,7 +416,7 @@ def execute() -> Execute:
         work_queue(),
         dispatcher(),
         ai_provider(),
-        prices(),
+        prices,
         RetryPolicy(),
         lease_s=settings.lease_seconds,
         heartbeat_s=settings.heartbeat_seconds,
@@ -392,12 +440,14 @@ def limits_repository() -> LimitsRepository:
 
 
 def migrate_database() -> list[str]:
-    """Apply pending migrations (the deploy's custom resource); the names of those applied."""
+    """Apply pending migrations and sync the model prices (the deploy's custom resource); the migrations applied."""
     from aitasks.adapters.migrate import migrate
-    from aitasks.adapters.postgres import connect
+    from aitasks.adapters.postgres import PostgresModelRepository, connect
 
     with connect(database_url(), application_name="aitasks-migrate") as conn:
-        return [f"{m.version:04d}_{m.name}" for m in migrate(conn)]
+        applied = [f"{m.version:04d}_{m.name}" for m in migrate(conn)]
+        sync_prices(PostgresModelRepository(lambda: conn))
+        return applied
 
 
 def report_to_cloudformation(event: dict[str, Any], **outcome: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -12,12 +13,13 @@ from uuid import UUID
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from aitasks import cli_api
+from aitasks import bootstrap, cli_api
 from aitasks.adapters.migrate import migrate as apply_migrations
 from aitasks.adapters.postgres import (
     ConnectionProvider,
     PostgresApiKeyRepository,
     PostgresLimitsRepository,
+    PostgresModelRepository,
     PostgresRetention,
     PostgresTaskRepository,
     PostgresTenantRepository,
@@ -40,6 +42,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="aitasks: asy
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (talks to the database).")
 local_app = typer.Typer(no_args_is_help=True, help="The local stack (no Docker).")
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants: tiers (usage plans) and limits (the database).")
+models_app = typer.Typer(no_args_is_help=True, help="Models: prices and rate limits (the database).")
 tasks_app = typer.Typer(
     no_args_is_help=True, help="Tasks over the REST API (create, get, list, ...); redrive talks to the database."
 )
@@ -47,6 +50,7 @@ tasks_app.add_typer(cli_api.app)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(models_app, name="models")
 app.command("demo")(cli_api.demo)
 app.add_typer(local_app, name="local")
 
@@ -84,11 +88,12 @@ def _describe(exc: AitasksError) -> str:
 
 @app.command()
 def migrate(database_url: DatabaseUrl = None) -> None:
-    """Apply pending schema migrations (safe to run concurrently and repeatedly)."""
+    """Apply pending schema migrations (safe to run concurrently and repeatedly) and sync the model prices."""
     url = _database_url(database_url)
     try:
         with connect(url, application_name="aitasks-migrate") as conn:
             applied = apply_migrations(conn)
+            priced = bootstrap.sync_prices(PostgresModelRepository(lambda: conn))
     except AitasksError as exc:
         raise _fail(_describe(exc)) from None
     if applied:
@@ -96,6 +101,7 @@ def migrate(database_url: DatabaseUrl = None) -> None:
             typer.echo(f"applied {m.version:04d}_{m.name}")
     else:
         typer.echo("schema is up to date")
+    typer.echo(f"{priced} model prices written")
 
 
 @keys_app.command("create")
@@ -178,6 +184,32 @@ def _cap(value: str) -> int | None:
     return number
 
 
+def _usd(value: str) -> Decimal | None:
+    """--monthly-budget-usd: dollars (0 stops all spending), or "default" (None) for its tier's (none by default)."""
+    if value == "default":
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter("an amount in USD, like 25 or 0.50, or `default`") from None
+    if not amount.is_finite() or not 0 <= amount < 10**8:
+        raise typer.BadParameter("an amount from 0 to 99999999.99")
+    return amount
+
+
+def _limit(value: str | None) -> int | None:
+    """--rpm / --tpm: a positive number, or "none"."""
+    if value is None or value == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise typer.BadParameter("a whole number, or `none`") from None
+    if number < 1:
+        raise typer.BadParameter("at least 1 (or `none`: no limit)")
+    return number
+
+
 @tenants_app.command("set-limits")
 def tenants_set_limits(
     tenant: Annotated[str, typer.Argument(help="the tenant")],
@@ -189,26 +221,106 @@ def tenants_set_limits(
             metavar="N|default",
         ),
     ] = None,
+    monthly_budget_usd: Annotated[
+        str | None,
+        typer.Option(
+            "--monthly-budget-usd",
+            help="the most its tasks may cost in a calendar month, UTC (`default`: its tier's; none by default)",
+            metavar="USD|default",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Set a tenant's limits (without an option: show them). Claims apply them at once; held-back work a raised cap
     now admits gets its wake-up from the sweeper within a minute, or from the tenant's next finishing run."""
     cap = _cap(max_concurrency) if max_concurrency is not None else None
+    budget = _usd(monthly_budget_usd) if monthly_budget_usd is not None else None
     provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    now = datetime.now(UTC)
     try:
         limits = PostgresLimitsRepository(provider)
         if max_concurrency is not None:
-            limits.set_max_concurrency(TenantId(tenant), cap, now=datetime.now(UTC))
-        current = limits.limits(TenantId(tenant))
+            limits.set_max_concurrency(TenantId(tenant), cap, now=now)
+        if monthly_budget_usd is not None:
+            limits.set_monthly_budget(TenantId(tenant), budget, now=now)
+        current = limits.limits(TenantId(tenant), now=now)
     except AitasksError as exc:
         raise _fail(_describe(exc)) from None
     finally:
         provider.close()
-    source = "override" if current.max_concurrency_override is not None else f"{current.tier or DEFAULT_TIER} tier"
+    tier = f"{current.tier or DEFAULT_TIER} tier"
+    cap_source = "override" if current.max_concurrency_override is not None else tier
     typer.echo(
-        f"tenant {tenant}: max concurrency {current.max_concurrency} ({source}); "
+        f"tenant {tenant}: max concurrency {current.max_concurrency} ({cap_source}); "
         f"running {current.running}, queued {current.queued}"
     )
+    if current.monthly_budget_usd is None:
+        typer.echo(f"no monthly budget; this month: ${current.spent_usd} spent, ${current.reserved_usd} held")
+    else:
+        budget_source = "override" if current.budget_override is not None else tier
+        typer.echo(
+            f"monthly budget ${current.monthly_budget_usd} ({budget_source}); "
+            f"this month: ${current.spent_usd} spent, ${current.reserved_usd} held"
+        )
+
+
+@models_app.command("set-limits")
+def models_set_limits(
+    model: Annotated[str, typer.Argument(help="the model, as tasks name it (payload.model or the default)")],
+    rpm: Annotated[
+        str | None, typer.Option("--rpm", help="calls started in any 60 s (`none`: no limit)", metavar="N|none")
+    ] = None,
+    tpm: Annotated[
+        str | None,
+        typer.Option("--tpm", help="tokens (input + output reserved) in any 60 s (`none`: no limit)", metavar="N|none"),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Limit how fast every executor together may call a model (both options are set each time: an option left out
+    means no limit). Claims apply it at once; work it holds back shows waitingFor rate_limit."""
+    requests, tokens = _limit(rpm), _limit(tpm)
+    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    try:
+        PostgresModelRepository(provider).set_limits(model, rpm=requests, tpm=tokens, now=datetime.now(UTC))
+    except AitasksError as exc:
+        raise _fail(_describe(exc)) from None
+    finally:
+        provider.close()
+    typer.echo(f"{model}: {requests or 'no'} rpm, {tokens or 'no'} tpm")
+
+
+@models_app.command("list")
+def models_list(database_url: DatabaseUrl = None) -> None:
+    """Every priced or limited model: price per 1M tokens, limits, a 429's pause, its last 60 s."""
+    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    try:
+        models = PostgresModelRepository(provider).models(now=datetime.now(UTC))
+    except AitasksError as exc:
+        raise _fail(_describe(exc)) from None
+    finally:
+        provider.close()
+    typer.echo("model\tprovider\tin $/1M\tout $/1M\trpm\ttpm\tpaused until\tcalls/60s\ttokens/60s")
+    for m in models:
+        price = [f"{p.normalize():f}" if p is not None else "-" for p in (m.input_per_m, m.output_per_m)]
+        paused = m.paused_until.isoformat(timespec="seconds") if m.paused_until else "-"
+        typer.echo(
+            f"{m.model}\t{m.provider or '-'}\t{price[0]}\t{price[1]}\t{m.rpm or '-'}\t{m.tpm or '-'}\t{paused}"
+            f"\t{m.calls}\t{m.tokens}"
+        )
+
+
+@models_app.command("sync-prices")
+def models_sync_prices(database_url: DatabaseUrl = None) -> None:
+    """Write genai-prices' prices (and AI_PRICES_JSON's overrides) to the database; every migration does it too.
+    Functions read them again within five minutes."""
+    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    try:
+        count = bootstrap.sync_prices(PostgresModelRepository(provider))
+    except AitasksError as exc:
+        raise _fail(_describe(exc)) from None
+    finally:
+        provider.close()
+    typer.echo(f"{count} model prices written")
 
 
 @local_app.command("up")

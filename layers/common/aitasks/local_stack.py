@@ -184,7 +184,8 @@ def provider_overrides(endpoint: str) -> list[str]:
     """The fake provider unless OPENAI_API_KEY is set; then OpenAI, its key passed as a MiniStack secret."""
     settings = get_settings()
     if settings.openai_api_key is None:
-        return ["AiProvider=fake"]
+        # The fake provider's model is priced (docs/executor.md): costs and budgets work locally.
+        return ["AiProvider=fake", "AiDefaultModel=fake-echo-1"]
     arn = put_secret("aitasks-local/openai-api-key", settings.openai_api_key.get_secret_value(), endpoint)
     overrides = ["AiProvider=openai", f"OpenAiApiKeySecretArn={arn}", f"AiDefaultModel={settings.ai_default_model}"]
     if settings.openai_base_url:

@@ -38,6 +38,9 @@ class Settings(BaseModel):
     openai_api_key_secret_arn: str | None = Field(default=None, description="Secrets Manager secret: the key")
     openai_base_url: str | None = Field(default=None, description="OpenAI-compatible or Azure OpenAI endpoint")
     ai_prices_json: str | None = Field(default=None, description="price overrides (see application/ai.py)")
+    ai_allowed_models: str | None = Field(
+        default=None, description="models tasks may ask for, comma-separated (default: the priced ones)"
+    )
     work_queue_arn: str | None = Field(default=None, description="the work queue, as a Scheduler target")
     schedule_group_name: str | None = Field(default=None, description="Scheduler group for far-off wake-ups")
     scheduler_role_arn: str | None = Field(default=None, description="role the Scheduler sends wake-ups with")

@@ -69,7 +69,7 @@ class FakeAiProvider:
                 f"fake {script.error} on attempt {request.attempt_no} of {script.fail_attempts} scripted to fail",
                 retry_after_s=script.retry_after_s,
             )
-        text = _answer(request)
+        text = _capped(_lengthened(_answer(request), script.output_tokens), request.params.get("maxTokens"))
         tokens_in = count_tokens(request.prompt) + count_tokens(context_text(request.context))
         return AiResult(
             text=text,
@@ -77,6 +77,20 @@ class FakeAiProvider:
             usage=Usage(tokens_in=tokens_in, tokens_out=count_tokens(text)),
             latency_ms=script.latency_ms,
         )
+
+
+def _lengthened(text: str, tokens: int | None) -> str:
+    """The answer made `tokens` tokens long (params.fake.outputTokens), so that a call costs what a test needs."""
+    missing = (tokens or 0) - count_tokens(text)
+    return text + " more" * missing if missing > 0 else text
+
+
+def _capped(text: str, max_tokens: object) -> str:
+    """The answer cut after `max_tokens` tokens (params.maxTokens), as a model stops at its output cap."""
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        return text
+    tokens = list(_TOKEN.finditer(text))
+    return text[: tokens[max_tokens - 1].end()] if 0 < max_tokens < len(tokens) else text
 
 
 def _script(params: Mapping[str, Any]) -> FakeParams:

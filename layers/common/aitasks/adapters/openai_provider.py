@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -179,11 +180,10 @@ def to_ai_error(exc: OpenAIError) -> AiError:
     if isinstance(exc, openai.APIConnectionError):
         return AiError("connection", str(exc))
     if isinstance(exc, openai.APIStatusError):
-        return AiError(
-            _status_code(exc),
-            f"HTTP {exc.status_code}: {exc.message}",
-            retry_after_s=retry_after_s(exc.response.headers),
-        )
+        wait = retry_after_s(exc.response.headers)
+        if wait is None and exc.status_code == 429:
+            wait = rate_limit_reset_s(exc.response.headers)
+        return AiError(_status_code(exc), f"HTTP {exc.status_code}: {exc.message}", retry_after_s=wait)
     if isinstance(exc, openai.APIResponseValidationError):
         return AiError("server_error", str(exc))
     return AiError("unknown", f"{type(exc).__name__}: {exc}")
@@ -213,6 +213,22 @@ def _inner_error_code(body: object) -> str | None:
     inner = body.get("innererror") if isinstance(body, dict) else None
     code = inner.get("code") if isinstance(inner, dict) else None
     return code if isinstance(code, str) else None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate_limit_reset_s(headers: Mapping[str, str]) -> float | None:
+    """When OpenAI's limits that a 429 hit reset (x-ratelimit-reset-requests / -tokens: "1s", "6m0s", "20ms"): the
+    later of the two, for a 429 that came without a Retry-After."""
+    waits = []
+    for header in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+        value = (headers.get(header) or "").strip()
+        parts = _DURATION_PART.findall(value)
+        if parts and "".join(number + unit for number, unit in parts) == value:
+            waits.append(sum(float(number) * _UNIT_S[unit] for number, unit in parts))
+    return max(waits) if waits else None
 
 
 def retry_after_s(headers: Mapping[str, str]) -> float | None:

@@ -15,11 +15,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from aitasks.application.ai import ModelPrice, PriceTable
 from aitasks.application.ports import (
     ArtifactRecord,
     AttemptRecord,
     EventRecord,
     Lease,
+    ModelSpend,
+    ModelStatus,
     OutboxEvent,
     Principal,
     TaskFilter,
@@ -32,6 +35,7 @@ from aitasks.domain.tenant import Tier
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from decimal import Decimal
 
     from psycopg.rows import DictRow
 
@@ -150,6 +154,13 @@ def _task(row: Mapping[str, Any] | None) -> Task | None:
         cost=row["cost"],
         budget_from=row["budget_from"],
         redrive_count=row["redrive_count"],
+        model=row["model"],
+        input_tokens=row["input_tokens"],
+        max_output_tokens=row["max_output_tokens"],
+        worst_cost=row["worst_cost"],
+        max_cost_usd=row["max_cost_usd"],
+        deferred_until=row["deferred_until"],
+        deferred_for=row["deferred_for"],
         waiting_for=cast("WaitingFor | None", row.get("waiting_for")),
     )
 
@@ -186,13 +197,15 @@ def _finished_row(run: FinishedRun) -> dict[str, Any]:
         "error_detail": _text(outcome.error_detail),
         "artifact_kind": artifact.kind if artifact else None,
         "artifact_content": _text(artifact.content) if artifact else None,
+        "charge_held": outcome.charge_held,
+        "pause_until": outcome.pause_until.isoformat() if outcome.pause_until else None,
     }
 
 
 class PostgresTaskRepository(_Repository):
     _module = "tasks"
 
-    def add(self, task: Task) -> Task:
+    def add(self, task: Task) -> Task | None:
         row = self._fetchone(
             "insert_task",
             {
@@ -206,11 +219,14 @@ class PostgresTaskRepository(_Repository):
                 "available_at": task.available_at,
                 "max_attempts": task.max_attempts,
                 "now": task.created_at,
+                "model": task.model,
+                "input_tokens": task.input_tokens,
+                "max_output_tokens": task.max_output_tokens,
+                "worst_cost": task.worst_cost,
+                "max_cost_usd": task.max_cost_usd,
             },
         )
-        stored = _task(row)
-        assert stored is not None  # an INSERT ... RETURNING returns its row or raises
-        return stored
+        return _task(row)
 
     def get(self, tenant_id: TenantId, task_id: UUID) -> Task | None:
         return _task(self._fetchone("get_task", {"tenant_id": tenant_id, "id": task_id}))
@@ -401,6 +417,9 @@ class PostgresRetention(_Repository):
     def prune_stale_connections(self, *, cutoff: datetime, limit: int) -> int:
         return len(self._fetchall("prune_stale_connections", {"cutoff": cutoff, "limit": limit}, module="live"))
 
+    def prune_model_calls(self, *, cutoff: datetime, limit: int) -> int:
+        return len(self._fetchall("prune_calls", {"cutoff": cutoff, "limit": limit}, module="models"))
+
 
 class PostgresTicketStore(_Repository):
     _module = "live"
@@ -463,8 +482,11 @@ class PostgresLimitsRepository(_Repository):
     def set_max_concurrency(self, tenant_id: TenantId, value: int | None, *, now: datetime) -> None:
         self._fetchone("set_max_concurrency", {"tenant_id": tenant_id, "max_concurrency": value, "now": now})
 
-    def limits(self, tenant_id: TenantId) -> TenantLimits:
-        row = self._fetchone("limits", {"tenant_id": tenant_id})
+    def set_monthly_budget(self, tenant_id: TenantId, usd: Decimal | None, *, now: datetime) -> None:
+        self._fetchone("set_monthly_budget", {"tenant_id": tenant_id, "monthly_budget_usd": usd, "now": now})
+
+    def limits(self, tenant_id: TenantId, *, now: datetime) -> TenantLimits:
+        row = self._fetchone("limits", {"tenant_id": tenant_id, "now": now})
         assert row is not None  # the query always returns its one row
         return TenantLimits(
             tenant_id=tenant_id,
@@ -473,7 +495,67 @@ class PostgresLimitsRepository(_Repository):
             max_concurrency_override=row["max_concurrency_override"],
             running=row["running"],
             queued=row["queued"],
+            monthly_budget_usd=row["monthly_budget_usd"],
+            budget_override=row["budget_override"],
+            spent_usd=row["spent_usd"],
+            reserved_usd=row["reserved_usd"],
         )
+
+    def spend_by_model(self, tenant_id: TenantId, *, now: datetime) -> list[ModelSpend]:
+        rows = self._fetchall("spend_by_model", {"tenant_id": tenant_id, "now": now})
+        return [ModelSpend(**row) for row in rows]
+
+
+class PostgresModelRepository(_Repository):
+    """Prices and limits per model. The price table is read once and kept `max_age_s` (a Lambda environment reads
+    it again after that; a sync reaches every function within that time)."""
+
+    _module = "models"
+
+    def __init__(self, connection: Callable[[], Connection], *, max_age_s: float = 300) -> None:
+        super().__init__(connection)
+        self._max_age_s = max_age_s
+        self._table: tuple[float, PriceTable] | None = None
+
+    def price_table(self) -> PriceTable:
+        import time
+
+        if self._table is None or time.monotonic() - self._table[0] > self._max_age_s:
+            rows = self._fetchall("prices", {})
+            prices = {
+                r["model"]: ModelPrice(r["input_per_m"], r["output_per_m"], r["cached_input_per_m"], r["provider"])
+                for r in rows
+            }
+            self._table = (time.monotonic(), PriceTable.of(prices, effective_date=datetime.now(UTC).date()))
+        return self._table[1]
+
+    def save_prices(self, prices: Mapping[str, tuple[str, ModelPrice, str]], *, now: datetime) -> int:
+        conn = self._connection()
+        sql = queries("models")
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                for model, (provider, price, source) in prices.items():
+                    params = {
+                        "model": model,
+                        "provider": provider,
+                        "input_per_m": price.input_per_m,
+                        "output_per_m": price.output_per_m,
+                        "cached_input_per_m": price.cached_input_per_m,
+                        "source": source,
+                        "now": now,
+                    }
+                    cur.execute(cast("Any", sql["save_price"]), params)
+                cur.execute(cast("Any", sql["forget_prices_not_in"]), {"models": list(prices)})
+        except psycopg.OperationalError as exc:
+            raise DependencyUnavailableError("database") from exc
+        self._table = None
+        return len(prices)
+
+    def set_limits(self, model: str, *, rpm: int | None, tpm: int | None, now: datetime) -> None:
+        self._fetchone("set_limits", {"model": model, "rpm": rpm, "tpm": tpm, "now": now})
+
+    def models(self, *, now: datetime) -> list[ModelStatus]:
+        return [ModelStatus(**row) for row in self._fetchall("models", {"now": now})]
 
 
 def database_url_from_secret(

@@ -7,9 +7,10 @@ code decides (through `RETRYABLE`) whether the attempt may be retried.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -75,12 +76,16 @@ class AiRequest:
     attempt_no: int = 1
 
     @classmethod
-    def from_payload(cls, task_type: str, payload: Mapping[str, Any], *, attempt_no: int) -> AiRequest:
+    def from_payload(
+        cls, task_type: str, payload: Mapping[str, Any], *, attempt_no: int, model: str | None = None
+    ) -> AiRequest:
+        """`model`: the one the task was created for (its payload's, or the default then), which its worst cost and
+        its model's rate limits count; the payload's model when not given."""
         return cls(
             task_type=task_type,
             prompt=str(payload.get("prompt", "")),
             context=payload.get("context"),
-            model=payload.get("model"),
+            model=model or payload.get("model"),
             params=MappingProxyType(dict(payload.get("params") or {})),
             attempt_no=attempt_no,
         )
@@ -149,6 +154,8 @@ class FakeParams(BaseModel):
     error: AiErrorCode = "server_error"
     latency_ms: int = Field(default=0, ge=0, le=900_000, alias="latencyMs")
     retry_after_s: float | None = Field(default=None, ge=0, le=86_400, alias="retryAfterS")
+    # How long the answer is, in tokens (before maxTokens cuts it): its cost can be made what a test needs.
+    output_tokens: int | None = Field(default=None, ge=1, le=128_000, alias="outputTokens")
 
 
 # --- pricing ---------------------------------------------------------------------------------------------------
@@ -167,6 +174,7 @@ class ModelPrice:
     input_per_m: Decimal
     output_per_m: Decimal
     cached_input_per_m: Decimal | None = None
+    provider: str | None = None  # whose price list it comes from
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,20 +184,29 @@ class PriceTable:
     effective_date: date
     prices: Mapping[str, ModelPrice]
 
-    def price_of(self, model: str) -> ModelPrice | None:
-        """The exact name's price, else that of the longest known name it is a dated snapshot of.
+    def known_name(self, model: str) -> str | None:
+        """The priced name `model` stands for: itself, else the longest known name it is a dated snapshot of.
 
         Only a date or version suffix may follow the known name: gpt-4.1-nano is not priced as gpt-4.1.
         """
         name = model.strip().lower()
         if name in self.prices:
-            return self.prices[name]
+            return name
         candidates = [
             known for known in self.prices if name.startswith(known) and _SNAPSHOT_SUFFIX.fullmatch(name[len(known) :])
         ]
-        return self.prices[max(candidates, key=len)] if candidates else None
+        return max(candidates, key=len) if candidates else None
 
-    def cost(self, model: str, usage: Usage) -> Decimal | None:
+    def price_of(self, model: str) -> ModelPrice | None:
+        known = self.known_name(model)
+        return self.prices[known] if known is not None else None
+
+    def worst_cost(self, model: str, *, input_tokens: int, max_output_tokens: int) -> Decimal | None:
+        """The most one call can cost: every input token at the full input rate, and every output token the call
+        may produce; None when the model has no price."""
+        return self.cost(model, Usage(tokens_in=input_tokens, tokens_out=max_output_tokens), round_up=True)
+
+    def cost(self, model: str, usage: Usage, *, round_up: bool = False) -> Decimal | None:
         price = self.price_of(model)
         if price is None:
             return None
@@ -200,7 +217,11 @@ class PriceTable:
             + cached * cached_rate
             + usage.tokens_out * price.output_per_m
         ) / _PER_TOKEN
-        return total.quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)
+        return total.quantize(_COST_QUANTUM, rounding=ROUND_UP if round_up else ROUND_HALF_UP)
+
+    @classmethod
+    def of(cls, prices: Mapping[str, ModelPrice], *, effective_date: date) -> PriceTable:
+        return cls(effective_date, MappingProxyType({name.strip().lower(): p for name, p in prices.items()}))
 
     def with_overrides(self, json_text: str) -> PriceTable:
         """This table with the models of a JSON document added or replaced, dated by the document.
@@ -230,27 +251,21 @@ class _PriceTableDoc(BaseModel):
     models: dict[str, _PriceDoc]
 
 
-def _price(input_per_m: str, output_per_m: str, cached_input_per_m: str | None = None) -> ModelPrice:
-    return ModelPrice(
-        Decimal(input_per_m), Decimal(output_per_m), Decimal(cached_input_per_m) if cached_input_per_m else None
-    )
+# A call sends more than the task's prompt and context: a system prompt (with the schema, for extract) and the
+# chat format's framing. This covers both.
+INPUT_OVERHEAD_TOKENS = 300
 
 
-# OpenAI's standard-tier list prices (platform.openai.com/docs/pricing) on the effective date. When they change,
-# override them with the settings' JSON rather than waiting for a release.
-DEFAULT_PRICES = PriceTable(
-    effective_date=date(2025, 8, 7),
-    prices=MappingProxyType(
-        {
-            "gpt-4o": _price("2.50", "10.00", "1.25"),
-            # The first gpt-4o snapshot kept its launch price; an exact name wins over the prefix.
-            "gpt-4o-2024-05-13": _price("5.00", "15.00"),
-            "gpt-4o-mini": _price("0.15", "0.60", "0.075"),
-            "gpt-4.1": _price("2.00", "8.00", "0.50"),
-            "gpt-4.1-mini": _price("0.40", "1.60", "0.10"),
-            "gpt-4.1-nano": _price("0.10", "0.40", "0.025"),
-            "o4-mini": _price("1.10", "4.40", "0.275"),
-            "fake-echo-1": _price("0", "0"),
-        }
-    ),
-)
+def input_tokens_at_most(payload: Mapping[str, Any]) -> int:
+    """An upper bound on a call's input tokens: the UTF-8 bytes of what it sends (a token of a byte-level BPE
+    tokenizer stands for at least one byte) plus the framing. Worst costs and budgets rest on it, so it must never be
+    below what a provider counts; it is about four times the usual count for English text."""
+    parts = [str(payload.get("prompt", ""))]
+    for value in (payload.get("context"), (payload.get("params") or {}).get("schema")):
+        if value is not None:
+            parts.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return sum(len(part.encode()) for part in parts) + INPUT_OVERHEAD_TOKENS
+
+
+# The fake provider's model has a price, so that costs and budgets can be exercised without a real one.
+FAKE_MODEL_PRICE = ModelPrice(Decimal("0.50"), Decimal("1.50"))

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from aitasks.application.ai import AiError, AiRequest, AiResult
-from aitasks.application.ports import Artifact, FinishedRun, RunOutcome
+from aitasks.application.ports import Artifact, FinishedRun, RunOutcome, WakeUp
 from aitasks.application.tasks import utc_now
 from aitasks.domain.errors import DependencyUnavailableError
 from aitasks.domain.task import TaskStatus
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from aitasks.application.ai import AiProvider, PriceTable
     from aitasks.application.dispatch import Dispatcher
-    from aitasks.application.ports import Delivery, TaskRepository, WakeUp, WorkQueue
+    from aitasks.application.ports import Delivery, TaskRepository, WorkQueue
     from aitasks.domain.retry import RetryPolicy
     from aitasks.domain.task import Task, TenantId
 
@@ -127,7 +127,7 @@ class Execute:
     queue: WorkQueue
     dispatch: Dispatcher
     provider: AiProvider
-    prices: PriceTable
+    prices: Callable[[], PriceTable]  # the model prices (a cached copy of the database's)
     policy: RetryPolicy
     lease_s: int
     heartbeat_s: float
@@ -147,8 +147,8 @@ class Execute:
         if remaining_s() - self.margin_s < self.ai_timeout_s:
             logger.warning("too little time left to start a model call: the wake-ups go back to the queue")
             return self._hand_back(due, HAND_BACK_DELAY_S)
-        batch = _Batch(self, invocation_id, slots, remaining_s)
         try:
+            batch = _Batch(self, self.prices(), invocation_id, slots, remaining_s)
             batch.claim()
         except DependencyUnavailableError:
             logger.warning("the database is unreachable: the wake-ups go back to the queue", exc_info=True)
@@ -186,7 +186,7 @@ class Execute:
         the run's finish still fits in the invocation."""
         return min(5.0, self.margin_s / 2)
 
-    def outcome(self, run: _Run, elapsed_ms: int) -> RunOutcome:
+    def outcome(self, run: _Run, elapsed_ms: int, prices: PriceTable) -> RunOutcome:
         """How a run ended, from its model call's answer or the reason it stopped waiting for one."""
         answer = run.answer
         if answer is None and run.stopped == "cancel":
@@ -198,6 +198,7 @@ class Execute:
                 error_code="cancelled",
                 error_detail="cancelled while the model was working",
                 model=run.request.model,
+                charge_held=True,
             )
         if answer is None and run.stopped == "timeout":
             answer = AiError("timeout", "the provider did not return within its timeout")
@@ -207,12 +208,12 @@ class Execute:
             answer = AiError("connection", "the run could not renew its lease")
         if isinstance(answer, AiResult):
             try:
-                return self._succeeded(run.task, answer)
+                return self._succeeded(run.task, answer, prices)
             except AiError as exc:
                 answer = exc
-        return self._failed(run.task, answer, elapsed_ms, run.request.model)
+        return self._failed(run.task, answer, elapsed_ms, run.request.model, prices)
 
-    def _succeeded(self, task: Task, answer: AiResult) -> RunOutcome:
+    def _succeeded(self, task: Task, answer: AiResult, prices: PriceTable) -> RunOutcome:
         kind = REGISTRY[task.type].artifact_kind if task.type in REGISTRY else "text"
         content = answer.text
         if kind == "json":
@@ -223,38 +224,50 @@ class Execute:
             model=answer.model,
             tokens_in=answer.usage.tokens_in,
             tokens_out=answer.usage.tokens_out,
-            cost=self._cost(answer.model, answer),
+            cost=self._cost(answer.model, answer, prices),
             latency_ms=answer.latency_ms,
             artifact=Artifact(kind, content),
         )
 
-    def _cost(self, model: str, answer: AiResult) -> Decimal | None:
-        cost = self.prices.cost(model, answer.usage)
+    def _cost(self, model: str, answer: AiResult, prices: PriceTable) -> Decimal | None:
+        cost = prices.cost(model, answer.usage)
         if cost is None:
             logger.warning("no price for this model: the attempt's cost is recorded as unknown", extra={"model": model})
         return cost
 
-    def _failed(self, task: Task, error: AiError, elapsed_ms: int, model: str | None) -> RunOutcome:
+    def _failed(self, task: Task, error: AiError, elapsed_ms: int, model: str | None, prices: PriceTable) -> RunOutcome:
         usage = error.usage
+        now = self.clock()
+        cost = prices.cost(model, usage) if usage and model else None
+        detail = error.detail
+        retryable = error.retryable
+        spent = (task.cost or 0) + (cost or 0)
+        if retryable and task.max_cost_usd is not None and spent >= task.max_cost_usd:
+            retryable = False
+            detail = f"{detail} (not retried: the task has cost ${spent}, its maxCostUsd is ${task.max_cost_usd})"
         decision = self.policy.decide(
             attempt_no=task.attempts_in_budget,
-            retryable=error.retryable,
-            now=self.clock(),
+            retryable=retryable,
+            now=now,
             max_attempts=task.max_attempts,
             retry_after_s=error.retry_after_s,
         )
         status = TaskStatus.FAILED if decision.retry else TaskStatus.DEAD_LETTER
+        pause = error.code == "rate_limit" and error.retry_after_s is not None
         return RunOutcome(
             status,
             "failed",
             model=model,
             tokens_in=usage.tokens_in if usage else None,
             tokens_out=usage.tokens_out if usage else None,
-            cost=self.prices.cost(model, usage) if usage and model else None,
+            cost=cost,
             latency_ms=elapsed_ms,
             error_code=error.code,
-            error_detail=error.detail,
+            error_detail=detail,
             available_at=decision.at,
+            # the call may have been billed, and how much is not known
+            charge_held=usage is None and error.code in ("timeout", "connection"),
+            pause_until=now + timedelta(seconds=error.retry_after_s or 0) if pause else None,
         )
 
 
@@ -262,8 +275,11 @@ class _Batch:
     """The runs of one invocation, driven from the invocation's own thread: the model calls run on threads of
     their own and report back through `ended`; everything that talks to the database happens here, batched."""
 
-    def __init__(self, engine: Execute, invocation_id: str, slots: int, remaining_s: Callable[[], float]) -> None:
+    def __init__(
+        self, engine: Execute, prices: PriceTable, invocation_id: str, slots: int, remaining_s: Callable[[], float]
+    ) -> None:
         self.engine = engine
+        self.prices = prices
         self.invocation_id = invocation_id
         self.slots = slots
         self.remaining_s = remaining_s
@@ -283,14 +299,25 @@ class _Batch:
         engine = self.engine
         now = engine.clock()
         lease_until = engine.lease_end(now)
-        tasks = engine.tasks.claim_due(limit=free, locked_by=self.invocation_id, lease_until=lease_until, now=now)
+        answered = engine.tasks.claim_due(limit=free, locked_by=self.invocation_id, lease_until=lease_until, now=now)
+        tasks = [t for t in answered if t.status is TaskStatus.RUNNING and t.locked_by == self.invocation_id]
         self.claimed += len(tasks)
         self.may_find_work = len(tasks) == free
         for task in tasks:
             self._start(task, now, lease_until)
+        self._wake_deferred([t for t in answered if t.status is not TaskStatus.RUNNING], now)
+
+    def _wake_deferred(self, deferred: list[Task], now: datetime) -> None:
+        """Work a model's rate limit or pause held back gets a wake-up for when the limit lets it go (its wake-up was
+        spent here): one for the earliest. Work a budget held back waits for the budget (or the month) to change."""
+        limited = [t for t in deferred if t.deferred_for == "rate_limit" and t.deferred_until is not None]
+        if not limited:
+            return
+        first = min(limited, key=lambda t: t.deferred_until or now)
+        self.engine.dispatch.wake(WakeUp(tenant_id=first.tenant_id, task_id=first.id, at=first.deferred_until), now=now)
 
     def _start(self, task: Task, now: datetime, lease_until: datetime) -> None:
-        request = AiRequest.from_payload(task.type, task.payload, attempt_no=task.attempt_count)
+        request = AiRequest.from_payload(task.type, task.payload, attempt_no=task.attempt_count, model=task.model)
         delay_ms = max(0, round((now - task.available_at).total_seconds() * 1000))
         run = _Run(task, request, delay_ms, time.perf_counter(), lease_until)
         self.inflight[run.key] = run
@@ -394,7 +421,9 @@ class _Batch:
         now_p = time.perf_counter()
         for run in ended:
             del self.inflight[run.key]
-        pending = self.unfinished + [(run, engine.outcome(run, round((now_p - run.started) * 1000))) for run in ended]
+        pending = self.unfinished + [
+            (run, engine.outcome(run, round((now_p - run.started) * 1000), self.prices)) for run in ended
+        ]
         self.unfinished = []
         try:
             self._write(pending)

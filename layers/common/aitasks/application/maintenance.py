@@ -30,17 +30,20 @@ class PruneReport:
     idempotency_keys: int = 0
     tickets: int = 0
     connections: int = 0
+    model_calls: int = 0
 
 
 # API Gateway closes a WebSocket connection after two hours at most; an older row lost its $disconnect.
 CONNECTION_MAX_AGE = timedelta(hours=2, minutes=15)
+# A rate limit looks at the last 60 s; older calls are kept a little for `aitasks models list`.
+MODEL_CALLS_MAX_AGE = timedelta(minutes=10)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prune:
     """Delete finished tasks older than `task_days` (with attempts, artifacts, events), published outbox rows
-    older than `outbox_days`, expired Idempotency-Key records and WebSocket tickets, and connection rows older
-    than any live connection can be. Never a task that is not finished."""
+    older than `outbox_days`, expired Idempotency-Key records and WebSocket tickets, connection rows older than any
+    live connection can be, and the model calls no rate limit looks at any more. Never a task that is not finished."""
 
     retention: Retention
     task_days: int = 30
@@ -60,6 +63,9 @@ class Prune:
             tickets=self._drain(lambda: self.retention.prune_expired_tickets(now=now, limit=self.batch)),
             connections=self._drain(
                 lambda: self.retention.prune_stale_connections(cutoff=now - CONNECTION_MAX_AGE, limit=self.batch)
+            ),
+            model_calls=self._drain(
+                lambda: self.retention.prune_model_calls(cutoff=now - MODEL_CALLS_MAX_AGE, limit=self.batch)
             ),
         )
 

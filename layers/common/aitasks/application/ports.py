@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
@@ -15,9 +16,9 @@ from aitasks.domain.task_types import REGISTRY
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
-    from decimal import Decimal
     from typing import Any
 
+    from aitasks.application.ai import ModelPrice, PriceTable
     from aitasks.domain.task import Task, TenantId
     from aitasks.domain.tenant import Tier
 
@@ -68,8 +69,10 @@ class EventRecord:
 class TaskRepository(Protocol):
     """Tasks and their attempts. Every status change is one guarded statement that also writes its outbox rows."""
 
-    def add(self, task: Task) -> Task:
-        """Store a newly submitted task with its task.created and task.queued events."""
+    def add(self, task: Task) -> Task | None:
+        """Store a newly submitted task with its task.created and task.queued events; None, storing nothing, when
+        its tenant's month has already spent or holds its whole budget, or the tenant has a budget and the task's
+        model no price."""
         ...
 
     def get(self, tenant_id: TenantId, task_id: UUID) -> Task | None:
@@ -78,7 +81,9 @@ class TaskRepository(Protocol):
 
     def claim_due(self, *, limit: int, locked_by: str, lease_until: datetime, now: datetime) -> list[Task]:
         """Lease up to `limit` of the best due tasks (fair share across tenants, then priority, then age, each
-        tenant within its cap) and open their next attempts, in one statement; [] when nothing can be claimed."""
+        tenant within its cap, each model within its rate limits, each tenant within its budget) and open their next
+        attempts, in one statement. The tasks it had to hold back for a limit come back too, still queued, with
+        `deferred_until` and `deferred_for` set; the claimed ones are running and `locked_by` the caller."""
         ...
 
     def finish_runs(self, runs: Sequence[FinishedRun], *, locked_by: str, now: datetime) -> list[Task]:
@@ -209,16 +214,70 @@ class TenantLimits:
     max_concurrency_override: int | None
     running: int
     queued: int  # queued or failed, whether due or not
+    monthly_budget_usd: Decimal | None = None  # what the claim enforces: the override, else the tier's; None: none
+    budget_override: Decimal | None = None
+    spent_usd: Decimal = Decimal(0)  # this month
+    reserved_usd: Decimal = Decimal(0)  # held by running attempts
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelSpend:
+    """A tenant's month on one model."""
+
+    model: str
+    spent_usd: Decimal
+    reserved_usd: Decimal
+    tokens_in: int
+    tokens_out: int
+    attempts: int
 
 
 class LimitsRepository(Protocol):
-    """Per-tenant limits (stored in Postgres, read by the claim statement)."""
+    """Per-tenant limits (stored in Postgres, read by the claim statement) and what the tenant's month used."""
 
     def set_max_concurrency(self, tenant_id: TenantId, value: int | None, *, now: datetime) -> None:
         """Override the tenant's cap (0 pauses it); None goes back to its tier's default."""
         ...
 
-    def limits(self, tenant_id: TenantId) -> TenantLimits: ...
+    def set_monthly_budget(self, tenant_id: TenantId, usd: Decimal | None, *, now: datetime) -> None:
+        """Override the tenant's monthly budget; None goes back to its tier's (none by default). Work the old budget
+        held back may run again."""
+        ...
+
+    def limits(self, tenant_id: TenantId, *, now: datetime) -> TenantLimits: ...
+
+    def spend_by_model(self, tenant_id: TenantId, *, now: datetime) -> list[ModelSpend]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """A model as the claim sees it: its price, its limits, whether a 429 paused it, its last 60 s."""
+
+    model: str
+    provider: str | None
+    input_per_m: Decimal | None
+    output_per_m: Decimal | None
+    rpm: int | None
+    tpm: int | None
+    paused_until: datetime | None
+    calls: int
+    tokens: int
+
+
+class ModelRepository(Protocol):
+    """Models: their prices (USD per 1M tokens) and their rate limits, shared by every executor."""
+
+    def price_table(self) -> PriceTable:
+        """Every model's price (a cached copy, read again after a few minutes)."""
+        ...
+
+    def save_prices(self, prices: Mapping[str, tuple[str, ModelPrice, str]], *, now: datetime) -> int:
+        """Store these prices (model -> provider, price, source) and forget every other model's; how many stored."""
+        ...
+
+    def set_limits(self, model: str, *, rpm: int | None, tpm: int | None, now: datetime) -> None: ...
+
+    def models(self, *, now: datetime) -> list[ModelStatus]: ...
 
 
 class UsageKeyNotFoundError(AitasksError, LookupError):
@@ -296,6 +355,8 @@ class Retention(Protocol):
 
     def prune_stale_connections(self, *, cutoff: datetime, limit: int) -> int: ...
 
+    def prune_model_calls(self, *, cutoff: datetime, limit: int) -> int: ...
+
 
 class TicketStore(Protocol):
     """Short-lived, single-use tickets that open a WebSocket for a tenant, stored as hashes."""
@@ -363,7 +424,11 @@ class Artifact:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How a run ended: the task's new status, the attempt's record, what it produced."""
+    """How a run ended: the task's new status, the attempt's record, what it produced.
+
+    `charge_held`: the call may have been billed without us knowing how much (cancelled mid-call, timed out, cut
+    off), so the tenant is charged what the attempt held - the worst it could cost. `pause_until`: the provider
+    answered 429 with a wait; no call of the model starts before it."""
 
     status: TaskStatus
     attempt_status: str
@@ -376,6 +441,8 @@ class RunOutcome:
     error_detail: str | None = None
     artifact: Artifact | None = None
     available_at: datetime | None = None  # a failed task: when it may run again
+    charge_held: bool = False
+    pause_until: datetime | None = None
 
     @property
     def last_error(self) -> str | None:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from aitasks.application.ai import FakeParams
+from aitasks.application.ai import FakeParams, input_tokens_at_most
 from aitasks.domain.errors import (
+    BudgetExceededError,
     IdempotencyKeyReusedError,
     IdempotencyKeyTakenError,
     IllegalTransitionError,
@@ -18,17 +19,20 @@ from aitasks.domain.errors import (
     TaskNotFoundError,
 )
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, Task, TaskStatus, TenantId
-from aitasks.domain.task_types import validate_task
+from aitasks.domain.task_types import max_output_tokens, validate_task
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from decimal import Decimal
     from uuid import UUID
 
     from aitasks.application.dispatch import Dispatcher
+    from aitasks.application.limits import ModelCatalog
     from aitasks.application.ports import (
         ArtifactRecord,
         AttemptRecord,
         EventRecord,
+        LimitsRepository,
         TaskFilter,
         TaskQueries,
         TaskRepository,
@@ -51,11 +55,16 @@ class NewTask:
     priority: int = DEFAULT_PRIORITY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     scheduled_at: datetime | None = None
+    max_cost_usd: Decimal | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CreateTask:
     """Store the task (with its events) and then wake an executor.
+
+    The task's model is the one it asks for if the deployment allows it (else a 422), or the default; the most one
+    attempt may cost is fixed now, from the model's price, an upper bound of its input tokens and its output cap.
+    A tenant whose month has spent or holds its whole budget gets BudgetExceededError (402), and nothing is stored.
 
     The message is sent after the commit: if the send fails the task is still stored, and the sweeper
     re-dispatches due tasks that have no live message. With an Idempotency-Key, the unique (tenant, key) index is
@@ -65,12 +74,17 @@ class CreateTask:
 
     tasks: TaskRepository
     dispatch: Dispatcher
+    models: ModelCatalog
+    limits: LimitsRepository
     allow_fake: bool = False
     clock: Callable[[], datetime] = utc_now
 
     def __call__(self, tenant_id: TenantId, new: NewTask, idempotency_key: str | None = None) -> Task:
         validate_task(new.type, new.payload)
         self._check_fake(new.payload)
+        model = self.models.resolve(new.payload.get("model"))
+        input_tokens, output_tokens = input_tokens_at_most(new.payload), max_output_tokens(new.type, new.payload)
+        worst = self.models.prices.worst_cost(model, input_tokens=input_tokens, max_output_tokens=output_tokens)
         now = self.clock()
         submitted = Task.submit(
             tenant_id=tenant_id,
@@ -81,14 +95,32 @@ class CreateTask:
             scheduled_at=new.scheduled_at,
             idempotency_key=idempotency_key,
             now=now,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=output_tokens,
+            worst_cost=worst,
+            max_cost_usd=new.max_cost_usd,
         )
         try:
             task = self.tasks.add(submitted)
         except IdempotencyKeyTakenError:
             assert idempotency_key is not None  # only a keyed task can collide
             task = self._same_request(tenant_id, idempotency_key, new)
+        if task is None:
+            raise self._refusal(tenant_id, model, worst, now)
         self._wake(task, now)
         return task
+
+    def _refusal(self, tenant_id: TenantId, model: str, worst: Decimal | None, now: datetime) -> Exception:
+        """Why the store refused the task: an unpriced model for a tenant with a budget, or the budget used up."""
+        from aitasks.application.limits import period_bounds
+
+        limits = self.limits.limits(tenant_id, now=now)
+        if worst is None and limits.monthly_budget_usd is not None:
+            message = f"{model!r} has no price; a tenant with a budget can only use priced models"
+            return InvalidTaskError([("payload.model", message)])
+        budget = limits.monthly_budget_usd if limits.monthly_budget_usd is not None else limits.spent_usd
+        return BudgetExceededError(budget, limits.spent_usd, limits.reserved_usd, period_bounds(now)[1])
 
     def _check_fake(self, payload: Mapping[str, Any]) -> None:
         """params.fake scripts the fake provider; with a real one it would be silently ignored, so it is refused."""
@@ -107,13 +139,14 @@ class CreateTask:
         existing = self.tasks.find_by_idempotency_key(tenant_id, key)
         if existing is None:  # pragma: no cover - the key was taken a moment ago and tasks are not deleted so fast
             raise IdempotencyKeyReusedError("the Idempotency-Key is in use")
-        asked = (new.type, new.priority, dict(new.payload), new.max_attempts, new.scheduled_at)
+        asked = (new.type, new.priority, dict(new.payload), new.max_attempts, new.scheduled_at, new.max_cost_usd)
         stored = (
             existing.type,
             existing.priority,
             dict(existing.payload),
             existing.max_attempts,
             existing.scheduled_at,
+            existing.max_cost_usd,
         )
         if asked != stored:
             raise IdempotencyKeyReusedError("the Idempotency-Key was used for a different request")

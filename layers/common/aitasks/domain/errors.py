@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+    from decimal import Decimal
     from uuid import UUID
 
 
@@ -72,3 +74,16 @@ class RequestInProgressError(AitasksError):
 
 class IdempotencyKeyTakenError(AitasksError):
     """The store already holds a task with this tenant's Idempotency-Key (the unique index's backstop)."""
+
+
+class BudgetExceededError(AitasksError):
+    """The tenant's month has spent, or holds for running attempts, its whole budget (USD)."""
+
+    def __init__(self, budget: Decimal, spent: Decimal, reserved: Decimal, period_end: datetime) -> None:
+        super().__init__(
+            f"this month's budget of ${budget} is used up: ${spent} spent and ${reserved} held by running tasks"
+        )
+        self.budget = budget
+        self.spent = spent
+        self.reserved = reserved
+        self.period_end = period_end

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 TenantId = NewType("TenantId", str)
 
-# Why a queued (or failed) task is not running now; the database derives it (task_waiting_for, migration 0008).
-WaitingFor = Literal["schedule", "retry", "concurrency"]
+# Why a queued (or failed) task is not running now; the database derives it (task_waiting_for, migration 0009).
+WaitingFor = Literal["schedule", "retry", "concurrency", "rate_limit", "budget"]
 
 DEFAULT_PRIORITY = 5
 DEFAULT_MAX_ATTEMPTS = 3
@@ -112,8 +112,18 @@ class Task:
     # Attempts numbered after budget_from make up the current budget (a redrive starts a new one).
     budget_from: int = 0
     redrive_count: int = 0
-    # Why a queued or failed task is not running now (schedule, retry, concurrency), derived by the database when
-    # the task is read; None when it only waits for an executor, or is not waiting.
+    # What one attempt may use, fixed at creation: the model asked for, at most this many input tokens, at most this
+    # many output tokens, so at most worst_cost USD (None: the model has no price); and the task's own cost ceiling.
+    model: str | None = None
+    input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    worst_cost: Decimal | None = None
+    max_cost_usd: Decimal | None = None
+    # A claim held it back (rate_limit, budget) until then.
+    deferred_until: datetime | None = None
+    deferred_for: str | None = None
+    # Why a queued or failed task is not running now, derived by the database when the task is read; None when it
+    # only waits for an executor, or is not waiting.
     waiting_for: WaitingFor | None = None
 
     @property
@@ -132,6 +142,11 @@ class Task:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         scheduled_at: datetime | None = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        worst_cost: Decimal | None = None,
+        max_cost_usd: Decimal | None = None,
     ) -> Task:
         """A new task, accepted and queued: it is runnable from `scheduled_at` (or now)."""
         if not 1 <= max_attempts <= MAX_ATTEMPTS_CEILING:
@@ -150,6 +165,11 @@ class Task:
             available_at=max(now, scheduled_at) if scheduled_at else now,
             scheduled_at=scheduled_at,
             idempotency_key=idempotency_key,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            worst_cost=worst_cost,
+            max_cost_usd=max_cost_usd,
         )
 
     def transition(self, target: TaskStatus, now: datetime, **changes: Any) -> Task:

@@ -10,6 +10,8 @@ from typing import Any
 from aitasks.domain.errors import InvalidTaskError, PayloadTooLargeError
 
 MAX_INPUT_BYTES = 256 * 1024
+# The most output tokens a task may ask for (payload.params.maxTokens).
+MAX_OUTPUT_TOKENS = 128_000
 
 Check = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
 
@@ -44,16 +46,30 @@ class TaskType:
     description: str
     check: Check = _no_rules
     artifact_kind: str = "text"
+    default_max_tokens: int = 1024  # a call's output cap when params.maxTokens does not set one
 
 
 REGISTRY: Mapping[str, TaskType] = {
     t.name: t
     for t in (
         TaskType("chat", "answer the prompt"),
-        TaskType("summarize", "summarise the context as the prompt asks", _needs_context),
+        TaskType("summarize", "summarise the context as the prompt asks", _needs_context, default_max_tokens=512),
         TaskType("extract", "extract JSON matching params.schema from the context", _needs_json_schema, "json"),
     )
 }
+
+
+def max_output_tokens(type_name: str, payload: Mapping[str, Any]) -> int:
+    """The output cap of a call: params.maxTokens, else the type's default."""
+    asked = (payload.get("params") or {}).get("maxTokens")
+    return asked if isinstance(asked, int) else REGISTRY[type_name].default_max_tokens
+
+
+def _max_tokens_rule(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    asked = (payload.get("params") or {}).get("maxTokens", 1)
+    if isinstance(asked, bool) or not isinstance(asked, int) or not 1 <= asked <= MAX_OUTPUT_TOKENS:
+        return [("payload.params.maxTokens", f"a whole number of tokens from 1 to {MAX_OUTPUT_TOKENS}")]
+    return []
 
 
 def input_size(payload: Mapping[str, Any]) -> int:
@@ -89,7 +105,7 @@ def validate_task(type_name: str, payload: Mapping[str, Any]) -> TaskType:
     task_type = REGISTRY.get(type_name)
     if task_type is None:
         raise InvalidTaskError([("type", f"unknown task type; one of: {', '.join(sorted(REGISTRY))}")])
-    errors = task_type.check(payload)
+    errors = _max_tokens_rule(payload) + task_type.check(payload)
     if errors:
         raise InvalidTaskError(errors)
     return task_type

@@ -14,6 +14,7 @@ from aitasks.application.tasks import NewTask
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus, WaitingFor
 
 if TYPE_CHECKING:
+    from aitasks.application.limits import Usage
     from aitasks.application.live import Ticket
     from aitasks.application.ports import ArtifactRecord, AttemptRecord, EventRecord
     from aitasks.domain.task import Task
@@ -62,6 +63,14 @@ class CreateTaskRequest(CamelModel):
         description="RFC 3339 time with offset, at most 365 days ahead; a past time runs now",
     )
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=MAX_ATTEMPTS_CEILING)
+    max_cost_usd: Decimal | None = Field(
+        default=None,
+        strict=False,  # a JSON number or a decimal string
+        gt=0,
+        le=100_000,
+        decimal_places=8,
+        description="USD: once the task's attempts have cost this much, a failed attempt is not retried",
+    )
 
     @field_validator("scheduled_at")
     @classmethod
@@ -77,6 +86,7 @@ class CreateTaskRequest(CamelModel):
             priority=self.priority,
             max_attempts=self.max_attempts,
             scheduled_at=self.scheduled_at,
+            max_cost_usd=self.max_cost_usd,
         )
 
 
@@ -87,8 +97,10 @@ class TaskView(CamelModel):
     status: TaskStatus
     waiting_for: WaitingFor | None = Field(
         description="why a queued task is not running now: its scheduled time (schedule), its retry time (retry), "
-        "its tenant's concurrency cap (concurrency); null when it only waits for a free executor, or is not waiting"
+        "its tenant's concurrency cap (concurrency), its model's rate limit or a provider's pause (rate_limit), its "
+        "tenant's monthly budget (budget); null when it only waits for a free executor, or is not waiting"
     )
+    model: str | None = Field(description="the model it runs on: payload.model, else the deployment's default")
     payload: dict[str, Any]
     scheduled_at: datetime | None
     attempt_count: int
@@ -100,6 +112,7 @@ class TaskView(CamelModel):
     tokens_in: int = Field(description="input tokens over all attempts")
     tokens_out: int = Field(description="output tokens over all attempts")
     cost: Money | None = Field(description="USD over all attempts; null while no attempt has a known price")
+    max_cost_usd: Money | None = Field(description="no retry once the attempts have cost this much")
 
     @classmethod
     def of(cls, task: Task) -> TaskView:
@@ -109,6 +122,7 @@ class TaskView(CamelModel):
             priority=task.priority,
             status=task.status,
             waiting_for=task.waiting_for,
+            model=task.model,
             payload=dict(task.payload),
             scheduled_at=task.scheduled_at,
             attempt_count=task.attempt_count,
@@ -120,6 +134,7 @@ class TaskView(CamelModel):
             tokens_in=task.tokens_in,
             tokens_out=task.tokens_out,
             cost=task.cost,
+            max_cost_usd=task.max_cost_usd,
         )
 
     def json_body(self) -> dict[str, Any]:
@@ -168,6 +183,46 @@ class EventView(CamelModel):
     @classmethod
     def of(cls, e: EventRecord) -> EventView:
         return cls.model_validate(e, from_attributes=True)
+
+
+class PeriodView(CamelModel):
+    start: datetime
+    end: datetime = Field(description="the next month's first instant (UTC): the budget starts afresh")
+
+
+class ModelUsageView(CamelModel):
+    model: str
+    spent_usd: Money
+    reserved_usd: Money = Field(description="held by running attempts: the most each can cost")
+    tokens_in: int
+    tokens_out: int
+    attempts: int
+
+
+class UsageView(CamelModel):
+    """The calling tenant's month: its budget, what it spent and holds, per model; its concurrency and its work."""
+
+    period: PeriodView
+    budget_usd: Money | None = Field(description="the monthly budget; null: none")
+    spent_usd: Money = Field(description="what this month's ended attempts cost")
+    reserved_usd: Money = Field(description="held by running attempts (the most each can cost)")
+    max_concurrency: int
+    running: int
+    queued: int = Field(description="queued or failed and waiting for a retry, due or not")
+    by_model: list[ModelUsageView]
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageView:
+        return cls(
+            period=PeriodView(start=usage.period_start, end=usage.period_end),
+            budget_usd=usage.budget_usd,
+            spent_usd=usage.spent_usd,
+            reserved_usd=usage.reserved_usd,
+            max_concurrency=usage.max_concurrency,
+            running=usage.running,
+            queued=usage.queued,
+            by_model=[ModelUsageView.model_validate(m, from_attributes=True) for m in usage.by_model],
+        )
 
 
 class TicketView(CamelModel):

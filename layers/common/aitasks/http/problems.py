@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 
 from aitasks.domain.errors import (
+    BudgetExceededError,
     DependencyUnavailableError,
     IdempotencyKeyReusedError,
     IllegalTransitionError,
@@ -51,6 +52,7 @@ def problem(
     *,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response[str]:
     trace_id = _trace_id(app)
     body: dict[str, Any] = {
@@ -63,6 +65,7 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    body.update(extensions or {})
     return Response(
         status_code=int(status),
         content_type=PROBLEM_JSON,
@@ -135,6 +138,20 @@ def install(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(PayloadTooLargeError)
     def _too_large(exc: PayloadTooLargeError) -> Response[str]:
         return problem(app, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too-large", str(exc))
+
+    @app.exception_handler(BudgetExceededError)
+    def _budget(exc: BudgetExceededError) -> Response[str]:
+        money = {"budgetUsd": exc.budget, "spentUsd": exc.spent, "reservedUsd": exc.reserved}
+        return problem(
+            app,
+            HTTPStatus.PAYMENT_REQUIRED,
+            "budget-exceeded",
+            str(exc),
+            extensions={
+                **{name: format(value, "f") for name, value in money.items()},
+                "periodEnd": exc.period_end.isoformat().replace("+00:00", "Z"),
+            },
+        )
 
     @app.exception_handler(IdempotencyKeyReusedError)
     def _key_reused(exc: IdempotencyKeyReusedError) -> Response[str]:

@@ -4,11 +4,19 @@
 
 -- name: insert_task
 -- transition: created -> queued
-WITH task AS (
+-- Refused (no row) when the tenant's month has already spent or holds its whole budget, or when the tenant has a
+-- budget and the model no price (the caller then reads why).
+WITH budget AS (
+    SELECT tenant_budget(%(tenant_id)s) AS usd, tenant_committed(%(tenant_id)s, budget_period(%(now)s)) AS committed
+), task AS (
     INSERT INTO tasks (id, tenant_id, type, priority, status, payload, idempotency_key, scheduled_at, available_at,
-                       max_attempts, attempt_count, created_at, updated_at, dispatched_at)
-    VALUES (%(id)s, %(tenant_id)s, %(type)s, %(priority)s, 'queued', %(payload)s, %(idempotency_key)s,
-            %(scheduled_at)s, %(available_at)s, %(max_attempts)s, 0, %(now)s, %(now)s, %(now)s)
+                       max_attempts, attempt_count, created_at, updated_at, dispatched_at,
+                       model, input_tokens, max_output_tokens, worst_cost, max_cost_usd)
+    SELECT %(id)s, %(tenant_id)s, %(type)s, %(priority)s, 'queued', %(payload)s, %(idempotency_key)s,
+           %(scheduled_at)s, %(available_at)s, %(max_attempts)s, 0, %(now)s, %(now)s, %(now)s,
+           %(model)s, %(input_tokens)s, %(max_output_tokens)s, %(worst_cost)s, %(max_cost_usd)s
+    FROM budget
+    WHERE budget.usd IS NULL OR (budget.committed < budget.usd AND %(worst_cost)s::numeric IS NOT NULL)
     RETURNING *
 ), events AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
@@ -16,16 +24,20 @@ WITH task AS (
            jsonb_build_object('type', task.type, 'status', e.status, 'attemptNo', 0), task.created_at
     FROM task, (VALUES ('task.created', 'created'), ('task.queued', 'queued')) AS e (event_type, status)
 )
-SELECT task.*, task_waiting_for(task.tenant_id, task.status, task.available_at, now()) AS waiting_for FROM task;
+SELECT task.*, task_waiting_for(task.tenant_id, task.status, task.available_at, task.deferred_until,
+                                task.deferred_for, now()) AS waiting_for
+FROM task;
 
 -- name: get_task
 -- waiting_for (the API's waitingFor) is derived here, at read time, by the rules the claim applies.
-SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, now()) AS waiting_for
+SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, t.deferred_until, t.deferred_for, now())
+           AS waiting_for
 FROM tasks t WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s;
 
 -- name: claim_due
--- The best due work, up to `limit` tasks, in one statement: claim_tasks() (migrations/0008_engine.sql) holds the
--- fair-share, priority and cap rules and the transitions queued|failed -> running.
+-- The best due work, up to `limit` tasks, in one statement: claim_tasks() (migrations/0009_limits_budgets.sql)
+-- holds the fair-share, priority, cap, rate-limit and budget rules and the transitions queued|failed -> running.
+-- Tasks it deferred come back too, still queued, with deferred_until and deferred_for.
 SELECT * FROM claim_tasks(%(locked_by)s, %(lease_until)s, %(now)s, %(limit)s);
 
 -- name: finish_runs
@@ -40,7 +52,13 @@ WITH run AS (
     SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb) AS r (
         id uuid, attempt_no smallint, status text, event_type text, attempt_status text, last_error text,
         available_at timestamptz, model text, tokens_in integer, tokens_out integer, cost numeric,
-        latency_ms integer, error_code text, error_detail text, artifact_kind text, artifact_content text)
+        latency_ms integer, error_code text, error_detail text, artifact_kind text, artifact_content text,
+        charge_held boolean, pause_until timestamptz)
+), held AS (
+    -- what the runs still hold on their tenants' budgets, read before the update below clears it
+    SELECT t.id, t.tenant_id, t.model, t.reserved_usd, t.reserved_period
+    FROM tasks t JOIN run ON run.id = t.id
+    WHERE t.status = 'running' AND t.locked_by = %(locked_by)s AND t.attempt_count = run.attempt_no
 ), done AS (
     UPDATE tasks
     -- A retryable failure of a task whose cancel was requested meanwhile ends it: it would never be claimed again.
@@ -54,6 +72,7 @@ WITH run AS (
         -- a failed task's next wake-up is sent right after this commit
         dispatched_at = CASE WHEN run.status = 'failed' AND tasks.cancel_requested_at IS NULL THEN %(now)s
                              ELSE tasks.dispatched_at END,
+        reserved_usd = NULL, reserved_period = NULL,
         updated_at = %(now)s
     FROM run
     WHERE tasks.id = run.id
@@ -80,6 +99,31 @@ WITH run AS (
            CASE done.status WHEN 'cancelled' THEN 'task.cancelled' ELSE run.event_type END,
            jsonb_build_object('type', done.type, 'status', done.status, 'attemptNo', done.attempt_count), %(now)s
     FROM done JOIN run ON run.id = done.id
+), settle AS (
+    -- the tenant's month: each attempt's hold released, its cost spent (a call that may have been billed without
+    -- our knowing how much - cancelled, timed out, cut off - is charged what it held: the worst it could cost)
+    UPDATE tenant_spend
+    SET spent_usd = tenant_spend.spent_usd + x.charge, reserved_usd = GREATEST(tenant_spend.reserved_usd - x.released, 0),
+        tokens_in = tenant_spend.tokens_in + x.tokens_in, tokens_out = tenant_spend.tokens_out + x.tokens_out,
+        attempts = tenant_spend.attempts + x.attempts
+    FROM (
+        SELECT held.tenant_id, held.reserved_period AS period, COALESCE(held.model, 'unknown') AS model,
+               sum(COALESCE(run.cost, CASE WHEN run.charge_held THEN held.reserved_usd ELSE 0 END)) AS charge,
+               sum(held.reserved_usd) AS released, sum(COALESCE(run.tokens_in, 0)) AS tokens_in,
+               sum(COALESCE(run.tokens_out, 0)) AS tokens_out, count(*) AS attempts
+        FROM done JOIN held ON held.id = done.id JOIN run ON run.id = done.id
+        GROUP BY 1, 2, 3
+    ) x
+    WHERE tenant_spend.tenant_id = x.tenant_id AND tenant_spend.period = x.period AND tenant_spend.model = x.model
+), pause AS (
+    -- a provider's 429 with a wait: no run of that model starts before it, whoever's
+    INSERT INTO model_limits (model, paused_until, updated_at)
+    SELECT held.model, max(run.pause_until), %(now)s
+    FROM run JOIN held ON held.id = run.id
+    WHERE run.pause_until IS NOT NULL AND held.model IS NOT NULL
+    GROUP BY held.model
+    ON CONFLICT (model) DO UPDATE
+    SET paused_until = GREATEST(model_limits.paused_until, EXCLUDED.paused_until), updated_at = EXCLUDED.updated_at
 )
 SELECT * FROM done;
 
@@ -92,18 +136,23 @@ WHERE tasks.id = run.id AND tasks.status = 'running' AND tasks.locked_by = %(loc
 RETURNING tasks.id, tasks.cancel_requested_at;
 
 -- name: abandon_expired_run
--- A run whose lease expired died (timeout, OOM, lost host): close its attempt as abandoned; the task is cancelled
--- if that was asked, dead-lettered if its attempts are spent, else failed and due at once.
+-- A run whose lease expired died (timeout, crash, lost host): close its attempt as abandoned; the task is cancelled
+-- if that was asked, dead-lettered if its attempts are spent, else failed and due at once. What it held on its
+-- tenant's budget is charged: the call may have been billed, and how much is not known.
 -- transition: running -> cancelled
 -- transition: running -> dead_letter
 -- transition: running -> failed
-WITH stale AS (
+WITH held AS (
+    SELECT id, tenant_id, model, reserved_usd, reserved_period FROM tasks
+    WHERE id = ANY(%(ids)s) AND status = 'running' AND locked_until < %(now)s
+), stale AS (
     UPDATE tasks
     SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
                       WHEN attempt_count - budget_from >= max_attempts THEN 'dead_letter'
                       ELSE 'failed' END,
         last_error = 'lease_expired: the run stopped renewing its lease (timeout or crash)',
-        locked_by = NULL, locked_until = NULL, available_at = %(now)s, dispatched_at = %(now)s, updated_at = %(now)s
+        locked_by = NULL, locked_until = NULL, available_at = %(now)s, dispatched_at = %(now)s,
+        reserved_usd = NULL, reserved_period = NULL, updated_at = %(now)s
     WHERE id = ANY(%(ids)s) AND status IN ('running') AND locked_until < %(now)s
     RETURNING *
 ), attempt AS (
@@ -118,6 +167,17 @@ WITH stale AS (
                        ELSE 'task.failed' END,
            jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
     FROM stale
+), settle AS (
+    UPDATE tenant_spend
+    SET spent_usd = tenant_spend.spent_usd + x.held, reserved_usd = GREATEST(tenant_spend.reserved_usd - x.held, 0),
+        attempts = tenant_spend.attempts + x.attempts
+    FROM (
+        SELECT held.tenant_id, held.reserved_period AS period, COALESCE(held.model, 'unknown') AS model,
+               sum(held.reserved_usd) AS held, count(*) AS attempts
+        FROM stale JOIN held ON held.id = stale.id
+        GROUP BY 1, 2, 3
+    ) x
+    WHERE tenant_spend.tenant_id = x.tenant_id AND tenant_spend.period = x.period AND tenant_spend.model = x.model
 )
 SELECT * FROM stale;
 
@@ -160,7 +220,9 @@ RETURNING *;
 -- so one plan serves every filter and the (tenant_id, status|type, created_at) indexes apply. The page's ids come
 -- from an index-only scan (the indexes include status and type), so a deep page skips its offset in the index and
 -- reads the table only for the rows it returns.
-SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, now()) AS waiting_for FROM (
+SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, t.deferred_until, t.deferred_for, now())
+           AS waiting_for
+FROM (
     SELECT id FROM tasks
     WHERE tenant_id = %(tenant_id)s AND status = ANY(%(statuses)s) AND type = ANY(%(types)s)
     ORDER BY created_at DESC, id DESC
@@ -214,6 +276,7 @@ WITH room AS (
         SELECT t.id, t.available_at FROM tasks t
         WHERE t.tenant_id = room.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(due_before)s
           AND (t.dispatched_at IS NULL OR t.dispatched_at <= %(due_before)s)
+          AND (t.deferred_until IS NULL OR t.deferred_until <= %(now)s)
         ORDER BY t.priority, t.available_at, t.id
         LIMIT GREATEST(room.free, 0)
     ) s
@@ -238,7 +301,7 @@ WITH freed AS (
     CROSS JOIN LATERAL (
         SELECT t.id FROM tasks t
         WHERE t.tenant_id = freed.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(now)s
-          AND t.cancel_requested_at IS NULL
+          AND t.cancel_requested_at IS NULL AND (t.deferred_until IS NULL OR t.deferred_until <= %(now)s)
         ORDER BY t.priority, t.available_at, t.id
         LIMIT GREATEST(LEAST(freed.n, tenant_max_concurrency(freed.tenant_id) - tenant_running(freed.tenant_id)), 0)
     ) n

@@ -15,11 +15,39 @@ VALUES (%(tenant_id)s, %(max_concurrency)s, %(now)s)
 ON CONFLICT (tenant_id) DO UPDATE SET max_concurrency = EXCLUDED.max_concurrency, updated_at = EXCLUDED.updated_at
 RETURNING tenant_id;
 
+-- name: set_monthly_budget
+-- A change of budget also lets the work it held back go again: their deferral ends now (the sweeper or the next
+-- claim wakes them).
+WITH saved AS (
+    INSERT INTO tenant_limits (tenant_id, monthly_budget_usd, updated_at)
+    VALUES (%(tenant_id)s, %(monthly_budget_usd)s, %(now)s)
+    ON CONFLICT (tenant_id) DO UPDATE
+    SET monthly_budget_usd = EXCLUDED.monthly_budget_usd, updated_at = EXCLUDED.updated_at
+    RETURNING tenant_id
+), released AS (
+    UPDATE tasks SET deferred_until = NULL, deferred_for = NULL, dispatched_at = NULL
+    WHERE tenant_id = %(tenant_id)s AND deferred_for = 'budget' AND status IN ('queued', 'failed')
+)
+SELECT tenant_id FROM saved;
+
 -- name: limits
--- The claim's view of a tenant (migrations/0008_engine.sql): its cap, its runs, its waiting work.
+-- The claim's view of a tenant (migrations/0008_engine.sql, 0009_limits_budgets.sql): its cap, its runs, its
+-- waiting work, its budget and what its month has spent and holds.
 SELECT t.tier, l.max_concurrency AS max_concurrency_override, tenant_max_concurrency(%(tenant_id)s) AS max_concurrency,
        tenant_running(%(tenant_id)s) AS running,
-       (SELECT count(*) FROM tasks WHERE tenant_id = %(tenant_id)s AND status IN ('queued', 'failed')) AS queued
+       (SELECT count(*) FROM tasks WHERE tenant_id = %(tenant_id)s AND status IN ('queued', 'failed')) AS queued,
+       l.monthly_budget_usd AS budget_override, tenant_budget(%(tenant_id)s) AS monthly_budget_usd,
+       s.spent_usd, s.reserved_usd
 FROM (SELECT 1) AS one
 LEFT JOIN tenants t ON t.tenant_id = %(tenant_id)s
-LEFT JOIN tenant_limits l ON l.tenant_id = %(tenant_id)s;
+LEFT JOIN tenant_limits l ON l.tenant_id = %(tenant_id)s
+CROSS JOIN (
+    SELECT COALESCE(sum(spent_usd), 0) AS spent_usd, COALESCE(sum(reserved_usd), 0) AS reserved_usd
+    FROM tenant_spend WHERE tenant_id = %(tenant_id)s AND period = budget_period(%(now)s)
+) s;
+
+-- name: spend_by_model
+-- The tenant's month, per model.
+SELECT model, spent_usd, reserved_usd, tokens_in, tokens_out, attempts FROM tenant_spend
+WHERE tenant_id = %(tenant_id)s AND period = budget_period(%(now)s)
+ORDER BY spent_usd + reserved_usd DESC, model;
