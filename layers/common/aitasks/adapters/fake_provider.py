@@ -69,7 +69,8 @@ class FakeAiProvider:
                 f"fake {script.error} on attempt {request.attempt_no} of {script.fail_attempts} scripted to fail",
                 retry_after_s=script.retry_after_s,
             )
-        text = _capped(_lengthened(_answer(request), script.output_tokens), request.params.get("maxTokens"))
+        cap = request.max_tokens if request.max_tokens is not None else request.params.get("maxTokens")
+        text = _capped(_lengthened(_answer(request), script.output_tokens), cap)
         tokens_in = count_tokens(request.prompt) + count_tokens(context_text(request.context))
         return AiResult(
             text=text,

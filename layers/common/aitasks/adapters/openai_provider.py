@@ -98,7 +98,7 @@ class OpenAiProvider:
             if not isinstance(temperature, int | float) or isinstance(temperature, bool):
                 raise AiError("bad_request", "params.temperature must be a number")
             options["temperature"] = temperature
-        max_tokens = params.get("maxTokens")
+        max_tokens = request.max_tokens if request.max_tokens is not None else params.get("maxTokens")
         if max_tokens is not None:
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
                 raise AiError("bad_request", "params.maxTokens must be a positive integer")

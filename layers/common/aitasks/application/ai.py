@@ -74,20 +74,30 @@ class AiRequest:
     model: str | None = None
     params: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     attempt_no: int = 1
+    max_tokens: int | None = None  # the output cap: params.maxTokens, or the task type's default
 
     @classmethod
     def from_payload(
-        cls, task_type: str, payload: Mapping[str, Any], *, attempt_no: int, model: str | None = None
+        cls,
+        task_type: str,
+        payload: Mapping[str, Any],
+        *,
+        attempt_no: int,
+        model: str | None = None,
+        max_tokens: int | None = None,
     ) -> AiRequest:
-        """`model`: the one the task was created for (its payload's, or the default then), which its worst cost and
-        its model's rate limits count; the payload's model when not given."""
+        """`model` and `max_tokens`: what the task was created with (its payload's, or the defaults then), which its
+        worst cost and its model's rate limits count; the payload's when not given."""
+        params = MappingProxyType(dict(payload.get("params") or {}))
+        asked = params.get("maxTokens")
         return cls(
             task_type=task_type,
             prompt=str(payload.get("prompt", "")),
             context=payload.get("context"),
             model=model or payload.get("model"),
-            params=MappingProxyType(dict(payload.get("params") or {})),
+            params=params,
             attempt_no=attempt_no,
+            max_tokens=max_tokens or (asked if isinstance(asked, int) and not isinstance(asked, bool) else None),
         )
 
 

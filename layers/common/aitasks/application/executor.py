@@ -210,7 +210,8 @@ class Execute:
             try:
                 return self._succeeded(run.task, answer, prices)
             except AiError as exc:
-                answer = exc
+                # an answer that cannot be used was still billed
+                answer = AiError(exc.code, exc.detail, usage=answer.usage)
         return self._failed(run.task, answer, elapsed_ms, run.request.model, prices)
 
     def _succeeded(self, task: Task, answer: AiResult, prices: PriceTable) -> RunOutcome:
@@ -317,7 +318,9 @@ class _Batch:
         self.engine.dispatch.wake(WakeUp(tenant_id=first.tenant_id, task_id=first.id, at=first.deferred_until), now=now)
 
     def _start(self, task: Task, now: datetime, lease_until: datetime) -> None:
-        request = AiRequest.from_payload(task.type, task.payload, attempt_no=task.attempt_count, model=task.model)
+        request = AiRequest.from_payload(
+            task.type, task.payload, attempt_no=task.attempt_count, model=task.model, max_tokens=task.max_output_tokens
+        )
         delay_ms = max(0, round((now - task.available_at).total_seconds() * 1000))
         run = _Run(task, request, delay_ms, time.perf_counter(), lease_until)
         self.inflight[run.key] = run
