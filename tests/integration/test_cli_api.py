@@ -210,3 +210,23 @@ def test_bad_ids_and_urls_are_usage_errors(transport, monkeypatch: pytest.Monkey
     monkeypatch.setenv("AITASKS_API_URL", "localhost:4566/api/v1")
     bad = run("list")
     assert bad.exit_code == 2 and "http://" in bad.stderr
+
+
+def test_usage_prints_the_month_and_json_is_the_apis_body(transport, api, db) -> None:
+    from decimal import Decimal
+
+    from aitasks.adapters.postgres import PostgresLimitsRepository
+
+    PostgresLimitsRepository(db).set_monthly_budget(ACME, Decimal(10), now=datetime.now(UTC))
+    created_id("-p", "Say hi", "--model", "fake-echo-1")
+    drain(api)
+    result = CliRunner().invoke(app, ["usage"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    first, second, header, row = result.stdout.splitlines()
+    assert "(UTC) · budget $10 · spent $0.0000" in first and first.endswith(" left")
+    assert second == "max concurrency 10 · running 0 · queued 0"
+    assert header.split() == ["model", "spent", "held", "tokens", "in", "tokens", "out", "attempts"]
+    assert row.split()[0] == "fake-echo-1" and row.split()[-1] == "1"
+    body = json.loads(CliRunner().invoke(app, ["usage", "--json"], catch_exceptions=False).stdout)
+    assert set(body) == {"period", "budgetUsd", "spentUsd", "reservedUsd", "maxConcurrency", "running", "queued",
+                         "byModel"}  # fmt: skip

@@ -59,3 +59,42 @@ def test_a_database_that_is_down_is_one_line() -> None:
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: cannot connect to the database")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_tenants_limits_are_set_shown_and_put_back_to_the_tiers(db, database_url: str) -> None:
+    url = ["--database-url", database_url]
+    shown = cli("tenants", "set-limits", "acme", *url)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "tenant acme: max concurrency 10 (standard tier); running 0, queued 0",
+        "no monthly budget; this month: $0 spent, $0 held",
+    ]
+    set_ = cli("tenants", "set-limits", "acme", "--max-concurrency", "3", "--monthly-budget-usd", "25.50", *url)
+    assert set_.stdout.splitlines() == [
+        "tenant acme: max concurrency 3 (override); running 0, queued 0",
+        "monthly budget $25.500000 (override); this month: $0 spent, $0 held",
+    ]
+    back = cli("tenants", "set-limits", "acme", "--max-concurrency", "default", "--monthly-budget-usd", "default", *url)
+    assert back.stdout.splitlines()[0] == "tenant acme: max concurrency 10 (standard tier); running 0, queued 0"
+    assert back.stdout.splitlines()[1].startswith("no monthly budget")
+    for wrong in (["--max-concurrency", "-1"], ["--max-concurrency", "lots"], ["--monthly-budget-usd", "-5"],
+                  ["--monthly-budget-usd", "NaN"]):  # fmt: skip
+        refused = cli("tenants", "set-limits", "acme", *wrong, *url)
+        assert refused.returncode == 2, wrong
+    assert db().execute("SELECT max_concurrency, monthly_budget_usd FROM tenant_limits").fetchall() == [
+        {"max_concurrency": None, "monthly_budget_usd": None}
+    ]
+
+
+def test_models_limits_and_prices(db, database_url: str) -> None:
+    url = ["--database-url", database_url]
+    set_ = cli("models", "set-limits", "gpt-4o-mini", "--rpm", "500", "--tpm", "200000", *url)
+    assert (set_.returncode, set_.stdout.strip()) == (0, "gpt-4o-mini: 500 rpm, 200000 tpm")
+    assert cli("models", "set-limits", "gpt-4o-mini", "--rpm", "0", *url).returncode == 2
+    listed = cli("models", "list", *url)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split("\t")[0]: line.split("\t") for line in listed.stdout.splitlines()[1:]}
+    assert rows["gpt-4o-mini"][1:6] == ["openai", "0.15", "0.6", "500", "200000"]
+    assert rows["fake-echo-1"][1:4] == ["fake", "0.5", "1.5"]
+    synced = cli("models", "sync-prices", *url)
+    assert synced.returncode == 0 and synced.stdout.strip().endswith("model prices written")

@@ -72,6 +72,10 @@ export class Api {
     return this.request("POST", `tasks/${encodeURIComponent(id)}/retry`);
   }
 
+  usage() {
+    return this.request("GET", "usage");
+  }
+
   ticket() {
     return this.request("POST", "websocket-tickets");
   }

@@ -42,6 +42,8 @@ const WAITING = {
   schedule: "until its scheduled time",
   retry: "until its retry time",
   concurrency: "for a free slot (concurrency cap)",
+  rate_limit: "for its model's rate limit",
+  budget: "for budget (this month's is used up)",
 };
 
 function taskStatus(task) {
@@ -114,10 +116,28 @@ function start(api) {
   });
   state.live.start();
   route();
+  loadUsage();
+}
+
+// This month's spend against the budget (GET /usage), refreshed with the list.
+const usd = (text) => `$${Number(text).toFixed(Number(text) < 1 ? 4 : 2)}`;
+
+async function loadUsage() {
+  try {
+    const { data } = await state.api.usage();
+    const spent = `${usd(data.spentUsd)} spent${Number(data.reservedUsd) ? `, ${usd(data.reservedUsd)} held` : ""}`;
+    $("usage").textContent = data.budgetUsd === null
+      ? `This month: ${spent}`
+      : `This month: ${spent} of ${usd(data.budgetUsd)}`;
+    $("usage").hidden = false;
+  } catch {
+    $("usage").hidden = true; // the spend line is a courtesy: the list's own problems are shown there
+  }
 }
 
 function signOut(error) {
   sessionStorage.removeItem(KEY_SLOT);
+  $("usage").hidden = true;
   if (state.live) state.live.stop();
   state.api = null;
   state.live = null;
@@ -164,6 +184,7 @@ function refresh() {
   if (!state.api) return;
   if (state.taskId) loadDetail(state.taskId);
   else loadList();
+  loadUsage();
 }
 
 function refreshSoon() {

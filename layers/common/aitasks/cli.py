@@ -52,6 +52,7 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(models_app, name="models")
 app.command("demo")(cli_api.demo)
+app.command("usage")(cli_api.usage)
 app.add_typer(local_app, name="local")
 
 DatabaseUrl = Annotated[

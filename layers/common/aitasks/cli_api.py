@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
@@ -195,6 +196,9 @@ def create(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="retrying with it creates one task")
     ] = None,
+    max_cost_usd: Annotated[
+        str | None, typer.Option("--max-cost-usd", help="no retry once its attempts have cost this much (USD)")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the task to its end and print the output")] = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -208,6 +212,8 @@ def create(
     body: dict[str, Any] = {"type": type_, "payload": payload, "priority": priority, "maxAttempts": max_attempts}
     if at is not None:
         body["scheduledAt"] = parse_at(at).isoformat().replace("+00:00", "Z")
+    if max_cost_usd is not None:
+        body["maxCostUsd"] = max_cost_usd  # a decimal string: the API checks it
     with _api(api_url, api_key) as api:
         try:
             task = api.create(body, idempotency_key=idempotency_key)
@@ -372,6 +378,32 @@ def attempts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as
         error = ": ".join(x for x in (a["errorCode"], a["errorDetail"]) if x)
         table.add_row(str(a["attemptNo"]), _status(a["status"]), a["model"] or "—", str(a["tokensIn"] or 0),
                       str(a["tokensOut"] or 0), _money(a["cost"]), latency, error)  # fmt: skip
+    out.print(table)
+
+
+def usage(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Your month: the budget, what your tasks spent and hold, per model; your concurrency, running and queued."""
+    found = _call(api_url, api_key, lambda api: api.usage())
+    if as_json:
+        _print_json(found)
+        return
+    start, end = (datetime.fromisoformat(found["period"][k]).date().isoformat() for k in ("start", "end"))
+    money = f"spent {_money(found['spentUsd'])} · held {_money(found['reservedUsd'])}"
+    budget = found["budgetUsd"]
+    if budget is None:
+        out.print(f"{start} to {end} (UTC) · no budget · {money}")
+    else:
+        left = Decimal(budget) - Decimal(found["spentUsd"]) - Decimal(found["reservedUsd"])
+        out.print(f"{start} to {end} (UTC) · budget {_money(budget)} · {money} · {_money(format(left, 'f'))} left")
+    out.print(f"max concurrency {found['maxConcurrency']} · running {found['running']} · queued {found['queued']}")
+    if not found["byModel"]:
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("model", "spent", "held", "tokens in", "tokens out", "attempts"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "model" else "right")
+    for m in found["byModel"]:
+        table.add_row(m["model"], _money(m["spentUsd"]), _money(m["reservedUsd"]), str(m["tokensIn"]),
+                      str(m["tokensOut"]), str(m["attempts"]))  # fmt: skip
     out.print(table)
 
 

@@ -101,6 +101,9 @@ class AitasksApi:
     def artifacts(self, task_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", self._json("GET", f"tasks/{_id(task_id)}/artifacts"))
 
+    def usage(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", self._json("GET", "usage"))
+
     def list(
         self,
         *,
