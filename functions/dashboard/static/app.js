@@ -120,7 +120,11 @@ function start(api) {
 }
 
 // This month's spend against the budget (GET /usage), refreshed with the list.
-const usd = (text) => `$${Number(text).toFixed(Number(text) < 1 ? 4 : 2)}`;
+function usd(text) {
+  const value = Number(text);
+  if (value === 0) return "$0";
+  return `$${value.toFixed(value < 0.01 ? 6 : value < 1 ? 4 : 2)}`;
+}
 
 async function loadUsage() {
   try {
