@@ -255,14 +255,12 @@ def tenants_set_limits(
         f"tenant {tenant}: max concurrency {current.max_concurrency} ({cap_source}); "
         f"running {current.running}, queued {current.queued}"
     )
+    month = f"this month: ${current.spent_usd:f} spent, ${current.reserved_usd:f} held"
     if current.monthly_budget_usd is None:
-        typer.echo(f"no monthly budget; this month: ${current.spent_usd} spent, ${current.reserved_usd} held")
+        typer.echo(f"no monthly budget; {month}")
     else:
         budget_source = "override" if current.budget_override is not None else tier
-        typer.echo(
-            f"monthly budget ${current.monthly_budget_usd} ({budget_source}); "
-            f"this month: ${current.spent_usd} spent, ${current.reserved_usd} held"
-        )
+        typer.echo(f"monthly budget ${current.monthly_budget_usd:f} ({budget_source}); {month}")
 
 
 @models_app.command("set-limits")

@@ -81,7 +81,7 @@ class BudgetExceededError(AitasksError):
 
     def __init__(self, budget: Decimal, spent: Decimal, reserved: Decimal, period_end: datetime) -> None:
         super().__init__(
-            f"this month's budget of ${budget} is used up: ${spent} spent and ${reserved} held by running tasks"
+            f"this month's budget of ${budget:f} is used up: ${spent:f} spent and ${reserved:f} held by running tasks"
         )
         self.budget = budget
         self.spent = spent
