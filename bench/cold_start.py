@@ -8,15 +8,15 @@ import json
 import subprocess
 from typing import Any
 
-from bench.harness import PYTHON, ROOT, function_env, percentile, scenario_main
+from bench.harness import PYTHON, ROOT, function_env, migrate_database, percentile, scenario_main
 
 # What each function's first request builds, beyond the module (bootstrap's cached builders).
 INIT = {
-    "create_task": "bootstrap.connection()(); bootstrap.work_queue()",
+    "create_task": "bootstrap.connection()(); bootstrap.work_queue(); bootstrap.model_catalog()",
     "query_tasks": "bootstrap.connection()()",
     "cancel_task": "bootstrap.connection()(); bootstrap.work_queue()",
     "authorizer": "bootstrap.connection()()",
-    "executor": "bootstrap.connection()(); bootstrap.work_queue(); bootstrap.ai_provider(); "
+    "executor": "bootstrap.connection()(); bootstrap.work_queue(); bootstrap.ai_provider(); bootstrap.prices(); "
     "bootstrap.event_publisher()",
     "dlq_handler": "bootstrap.connection()(); bootstrap.event_publisher()",
     "outbox_relay": "bootstrap.connection()(); bootstrap.event_publisher()",
@@ -75,6 +75,7 @@ def _once(code: str, env: dict[str, str]) -> dict[str, Any]:
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
     url = config["database_url"]
+    migrate_database(url)  # the model prices a create reads on its first request
     env = function_env(url, WORK_QUEUE_URL="http://127.0.0.1:9/unused", EVENT_BUS_NAME="aitasks")
     env["PATH"] = "/usr/bin:/bin"  # no more than the functions' own environment, as in Lambda
     codes = {"floor": _FLOOR.format(url=url), "X-Ray SDK": _XRAY}

@@ -182,11 +182,15 @@ def round_trips(conn: Any) -> Iterator[list[int]]:
 
 
 def migrate_database(url: str) -> None:
+    """The schema and the model prices, as a deploy leaves them."""
+    from aitasks import bootstrap
     from aitasks.adapters.migrate import migrate
-    from aitasks.adapters.postgres import connect
+    from aitasks.adapters.postgres import PostgresModelRepository, connect
 
     with connect(url) as conn:
         migrate(conn)
+        # as a deploy with the fake provider does (given: this process's settings are not a function's)
+        bootstrap.sync_prices(PostgresModelRepository(lambda: conn), provider="fake")
 
 
 # -- moto -----------------------------------------------------------------------------------------------------------

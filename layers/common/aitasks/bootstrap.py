@@ -170,21 +170,25 @@ def model_catalog() -> ModelCatalog:
     )
 
 
-def sync_prices(models: ModelRepository | None = None) -> int:
-    """Write genai-prices' prices for the configured provider (with AI_PRICES_JSON's overrides) to the database."""
+def sync_prices(
+    models: ModelRepository | None = None, *, provider: str | None = None, overrides_json: str | None = None
+) -> int:
+    """Write genai-prices' prices for the provider (the settings' unless given), with AI_PRICES_JSON's overrides (the
+    settings' unless a provider is given), to the database."""
     from datetime import UTC, datetime
 
     from aitasks.adapters.genai_prices import provider_prices, source
     from aitasks.application.limits import SyncPrices
 
-    provider = get_settings().ai_provider
+    if provider is None:
+        provider, overrides_json = get_settings().ai_provider, get_settings().ai_prices_json
     api = "openai" if provider == "fake" else provider  # the fake deployment prices OpenAI's models too
     return SyncPrices(
         models or model_repository(),
         lambda: provider_prices(api, on=datetime.now(UTC).date()),
         provider=api,
         source=source(),
-        overrides_json=get_settings().ai_prices_json,
+        overrides_json=overrides_json,
     )()
 
 
