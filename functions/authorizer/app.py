@@ -18,13 +18,15 @@ from aitasks.domain.errors import UnauthorizedError
 from aitasks.http.context import TENANT_KEY
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @event_source(data_class=APIGatewayAuthorizerRequestEvent)
 def lambda_handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict[str, Any]:
     try:
-        principal = bootstrap.authenticate()(event.headers.get("Authorization"))
+        with bootstrap.connection().deadline(bootstrap.request_budget_s(context)):
+            principal = bootstrap.authenticate()(event.headers.get("Authorization"))
     except UnauthorizedError:
         logger.info("request denied: no valid API key")
         # The exact message "Unauthorized" is what makes API Gateway answer 401 (cached like any result).

@@ -18,9 +18,10 @@ from aitasks.http.models import TaskView
 from aitasks.http.openapi import responses
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 tracer = bootstrap.tracer()
 app = APIGatewayRestResolver(enable_validation=True)
-app.use([require_json])
+app.use([require_json, bootstrap.database_deadline])
 problems.install(app)
 
 
@@ -52,7 +53,7 @@ def retry_task(task_id: UUID) -> Response[TaskView]:
     return Response(202, "application/json", TaskView.of(task))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

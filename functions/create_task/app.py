@@ -19,9 +19,10 @@ from aitasks.http.models import CreateTaskRequest, TaskView
 from aitasks.http.openapi import responses
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 tracer = bootstrap.tracer()
 app = APIGatewayRestResolver(enable_validation=True)
-app.use([require_json])
+app.use([require_json, bootstrap.database_deadline])
 problems.install(app)
 
 
@@ -62,7 +63,7 @@ def create_task(
     return Response(202, "application/json", TaskView.model_validate(body), headers)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -19,9 +19,10 @@ from aitasks.http.models import TicketView
 from aitasks.http.openapi import responses
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 tracer = Tracer()
 app = APIGatewayRestResolver(enable_validation=True)
-app.use([require_json])
+app.use([require_json, bootstrap.database_deadline])
 problems.install(app)
 STATIC = Path(__file__).parent / "static"
 
@@ -59,7 +60,7 @@ def websocket_ticket() -> Response[TicketView]:
     )
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

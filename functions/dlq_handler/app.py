@@ -15,6 +15,7 @@ from aitasks import bootstrap
 from aitasks.application.ports import WakeUp
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

@@ -17,6 +17,7 @@ from aitasks.application.executor import BatchReport
 from aitasks.application.ports import Delivery, WakeUp
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 tracer = bootstrap.tracer()
 metrics = Metrics()
 

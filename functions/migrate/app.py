@@ -10,9 +10,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from aitasks import bootstrap
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> None:
     ok, reason, applied = True, "", []
     try:

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from aitasks import bootstrap
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 tracer = Tracer()
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -21,8 +21,10 @@ from aitasks.http.openapi import responses
 from aitasks.http.paging import link_header
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 tracer = bootstrap.tracer()
 app = APIGatewayRestResolver(enable_validation=True)
+app.use([bootstrap.database_deadline])
 problems.install(app)
 
 
@@ -98,7 +100,7 @@ def get_usage() -> UsageView:
     return UsageView.of(bootstrap.get_usage()(tenant(app)))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

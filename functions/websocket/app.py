@@ -13,21 +13,23 @@ from aitasks.domain.task import TenantId
 from aitasks.http.context import TENANT_KEY
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = event["requestContext"]
     route, connection_id = request["routeKey"], request["connectionId"]
     logger.append_keys(connection_id=connection_id, route=route)
-    if route == "$connect":
-        tenant_id = (request.get("authorizer") or {}).get(TENANT_KEY)
-        if not tenant_id:
-            logger.warning("no tenant from the authorizer: refused")
-            return {"statusCode": 401}
-        bootstrap.open_connection()(connection_id, TenantId(tenant_id))
-        logger.info("connected", extra={"tenant_id": tenant_id})
-    elif route == "$disconnect":
-        bootstrap.close_connection()(connection_id)
-        logger.info("disconnected")
+    with bootstrap.connection().deadline(bootstrap.request_budget_s(context)):
+        if route == "$connect":
+            tenant_id = (request.get("authorizer") or {}).get(TENANT_KEY)
+            if not tenant_id:
+                logger.warning("no tenant from the authorizer: refused")
+                return {"statusCode": 401}
+            bootstrap.open_connection()(connection_id, TenantId(tenant_id))
+            logger.info("connected", extra={"tenant_id": tenant_id})
+        elif route == "$disconnect":
+            bootstrap.close_connection()(connection_id)
+            logger.info("disconnected")
     return {"statusCode": 200}

@@ -12,14 +12,16 @@ from aitasks.domain.errors import UnauthorizedError
 from aitasks.http.context import TENANT_KEY
 
 logger = Logger()
+bootstrap.structured_logs(logger)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The ticket is logged nowhere: Powertools does not log the event unless told to.
     ticket = (event.get("queryStringParameters") or {}).get("ticket")
     try:
-        tenant_id = bootstrap.redeem_ticket()(ticket)
+        with bootstrap.connection().deadline(bootstrap.request_budget_s(context)):
+            tenant_id = bootstrap.redeem_ticket()(ticket)
     except UnauthorizedError:
         logger.info("connection refused: no valid ticket")
         raise Exception("Unauthorized") from None  # API Gateway answers the handshake with 401

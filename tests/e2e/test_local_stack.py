@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from urllib.parse import urljoin
 
 import requests
@@ -43,7 +44,10 @@ def test_a_task_is_created_read_back_and_picked_up_by_the_executor(stack: Stack)
 
     [attempt] = requests.get(f"{location}/attempts", headers=stack.headers(), timeout=10).json()
     assert (attempt["attemptNo"], attempt["status"], attempt["model"]) == (1, "succeeded", "fake-echo-1")
-    assert attempt["tokensIn"] == task["tokensIn"] and attempt["cost"] == "0.00000000"
+    assert attempt["tokensIn"] == task["tokensIn"]
+    # the local stack prices fake-echo-1 at $0.50 per million input tokens and $1.50 per million output tokens
+    expected = (Decimal(attempt["tokensIn"]) * Decimal("0.5") + Decimal(attempt["tokensOut"]) * Decimal("1.5")) / 10**6
+    assert Decimal(attempt["cost"]) == expected.quantize(Decimal("0.00000001"))
     [artifact] = requests.get(f"{location}/artifacts", headers=stack.headers(), timeout=10).json()
     assert artifact["kind"] == "text" and "Say hello" in artifact["content"]
 

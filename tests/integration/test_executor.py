@@ -420,12 +420,34 @@ def test_a_passing_error_while_renewing_does_not_end_the_run(db) -> None:
     assert repo.renewals >= 1  # it kept beating after the errors
 
 
-def test_a_lease_that_cannot_be_renewed_ends_in_a_retryable_failure_not_a_cancel(db) -> None:
+def test_a_run_that_cannot_renew_its_lease_goes_on_and_stands_when_no_one_took_its_task(db) -> None:
+    # given: the heartbeat never gets through (the database paused) and the lease runs out meanwhile
     repo = FlakyLeases(db, failures=10_000)
-    submit(repo, {"prompt": "p", "params": {"fake": {"latencyMs": 3_000}}})
+    task = submit(repo, {"prompt": "p", "params": {"fake": {"latencyMs": 1_500}}})
+    # when
     [run] = execute(engine(repo, heartbeat_s=0.05, lease_s=1)).runs
-    assert run.task.status is TaskStatus.FAILED
-    assert (run.outcome.error_code, run.outcome.attempt_status) == ("connection", "failed")
+    # then: no sweeper closed the attempt, so the fenced finish is still this run's: its answer is kept
+    assert run.task.status is TaskStatus.SUCCEEDED
+    assert [a["status"] for a in attempts(db, task.id)] == ["succeeded"]
+
+
+def test_a_run_cut_off_from_the_database_loses_its_task_to_the_sweeper_and_writes_nothing(db) -> None:
+    # given: run A cannot renew its lease (its database is unreachable) while its call goes on
+    repo = PostgresTaskRepository(db)
+    task = submit(repo, {"prompt": "p", "params": {"fake": {"latencyMs": 2_500}}})
+    results: list[Any] = []
+    cut_off = engine(FlakyLeases(db, failures=10_000), heartbeat_s=0.05, lease_s=1)
+    a = threading.Thread(target=lambda: results.append(execute(cut_off, invocation="run-A")))
+    a.start()
+    time.sleep(1.3)
+    # when: the sweeper closes the expired attempt and run B claims the task and succeeds
+    assert [t.status for t in repo.abandon_expired([task.id], now=datetime.now(UTC))] == [TaskStatus.FAILED]
+    [b] = execute(engine(db), invocation="run-B").runs
+    a.join(10)
+    # then: one success, B's; A's answer came back after and was discarded
+    assert b.task.status is TaskStatus.SUCCEEDED
+    assert results[0].runs == []
+    assert [(x["attempt_no"], x["status"]) for x in attempts(db, task.id)] == [(1, "abandoned"), (2, "succeeded")]
 
 
 def test_model_calls_reuse_idle_threads(db) -> None:

@@ -15,7 +15,9 @@ from aitasks.settings import get_settings
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aws_lambda_powertools import Tracer
+    from aws_lambda_powertools import Logger, Tracer
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+    from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from aitasks.adapters.idempotency import PostgresIdempotencyStore
@@ -58,6 +60,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def structured_logs(source: Logger) -> None:
+    """Our modules' log lines (the `aitasks` loggers) go out through the handler's Powertools logger: as JSON, with
+    the invocation's keys, at its level."""
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    logging.getLogger("aitasks")
+    copy_config_to_registered_loggers(source_logger=source, include={"aitasks"})
+
+
 def database_url() -> str:
     settings = get_settings()
     if settings.database_url:
@@ -80,6 +91,25 @@ def connection() -> ConnectionProvider:
     from aitasks.adapters.postgres import ConnectionProvider
 
     return ConnectionProvider(database_url)
+
+
+# An API request's statements end this long before its function's own timeout, so that it answers 503 itself (the
+# gateway would answer 502 for a function that timed out), and never take more than API_DATABASE_BUDGET_S.
+ANSWER_MARGIN_S = 1.5
+API_DATABASE_BUDGET_S = 6.0
+
+
+def request_budget_s(context: LambdaContext | None) -> float:
+    """How long a request's database work may take: within its function's remaining time, with room to answer."""
+    if context is None:
+        return API_DATABASE_BUDGET_S
+    return min(API_DATABASE_BUDGET_S, context.get_remaining_time_in_millis() / 1000 - ANSWER_MARGIN_S)
+
+
+def database_deadline(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """API middleware: the request's database work ends by its deadline (503 + Retry-After past it)."""
+    with connection().deadline(request_budget_s(app.lambda_context)):
+        return next_middleware(app)
 
 
 @functools.cache

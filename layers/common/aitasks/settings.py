@@ -25,8 +25,8 @@ class Settings(BaseModel):
     database_name: str | None = Field(default=None, description="wins over the secret's dbname")
     database_secret_max_age_s: int = Field(default=300, ge=0, description="how long a fetched secret is cached")
     work_queue_url: str | None = Field(default=None, description="the SQS queue the executor consumes")
-    lease_seconds: int = Field(default=60, ge=1, description="a run's lease, renewed by every heartbeat")
-    heartbeat_seconds: int = Field(default=15, ge=1, description="how often the executor renews its runs' leases")
+    lease_seconds: int = Field(default=20, ge=1, description="a run's lease, renewed by every heartbeat")
+    heartbeat_seconds: int = Field(default=5, ge=1, description="how often the executor renews its runs' leases")
     executor_margin_seconds: float = Field(
         default=10, ge=0, description="kept free at an invocation's end: a call starts only if it can finish before"
     )

@@ -66,6 +66,9 @@ def migrate(conn: Connection, migrations: Sequence[Migration] | None = None) -> 
     Refuses (and applies nothing) when an applied file changed or the database has a version this code lacks.
     """
     pending_all = list(migrations if migrations is not None else load_migrations())
+    # A migration may rewrite a big table, or wait for another migrator's lock: not bound by the service's timeouts.
+    conn.execute("SET statement_timeout = 0")
+    conn.execute("SET lock_timeout = 0")
     conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:
         conn.execute(_SCHEMA_MIGRATIONS)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import itertools
 import logging
+import math
+import os
 import re
+import select
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
@@ -34,7 +42,7 @@ from aitasks.domain.task import EVENT_FOR_STATUS, Task, TaskStatus, TenantId, Wa
 from aitasks.domain.tenant import Tier
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from decimal import Decimal
 
     from psycopg.rows import DictRow
@@ -60,44 +68,199 @@ def queries(module: str) -> dict[str, str]:
     return parse_queries(resources.files("aitasks.adapters").joinpath("sql", f"{module}.sql").read_text())
 
 
-def connect(url: str, *, application_name: str = "aitasks", connect_timeout: int = 5) -> Connection:
-    """A new autocommit connection (each statement commits on its own; multi-statement work uses transaction())."""
+# Client-side socket settings (libpq's): a peer that vanished - a host down, a network partition - is noticed in
+# about 10 s instead of the kernel's two hours. The server-side timeouts (statement, lock, idle transaction) are the
+# role's defaults in this database (migration 0010): RDS Proxy refuses them as startup options.
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+# The longest a statement is waited for without a request's deadline: past the server's statement_timeout (10 s), so a
+# slow statement is normally cancelled by the server and the connection kept; this cap is for a server that stopped
+# answering at all (paused, partitioned), which no server-side timeout can end.
+STATEMENT_CAP_S = 12.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+def connect(url: str, *, application_name: str = "aitasks", connect_timeout: float = CONNECT_TIMEOUT_S) -> Connection:
+    """A new autocommit connection (each statement commits on its own; multi-statement work uses transaction()).
+
+    Statements are never prepared server-side (prepare_threshold=None): a prepared statement pins the session to
+    one database connection behind RDS Proxy."""
     try:
         return psycopg.connect(
             url,
             autocommit=True,
             row_factory=dict_row,
             application_name=application_name,
-            connect_timeout=connect_timeout,
+            connect_timeout=max(2, math.ceil(connect_timeout)),  # libpq's minimum is 2 s
+            prepare_threshold=None,
+            **cast("dict[str, Any]", KEEPALIVES),
         )
     except psycopg.OperationalError as exc:
         raise DependencyUnavailableError("database") from exc
 
 
+class _Watchdog:
+    """Ends statements that run past their deadline by shutting their connection's socket from another thread: the
+    call blocked on it fails at once (OperationalError), the connection is then broken and the next use opens a new
+    one. A server that stopped answering - paused, or behind a partition - never ends a statement otherwise.
+
+    One daemon thread per process serves every armed statement."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, int]] = {}  # token -> (deadline on the monotonic clock, socket fd)
+        self._fired: set[int] = set()
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, fd: int, at: float) -> int:
+        with self._cond:
+            token = next(self._tokens)
+            self._armed[token] = (at, fd)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="db-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> bool:
+        """Stop watching; True if the deadline passed and the socket was shut."""
+        with self._cond:
+            self._armed.pop(token, None)
+            if token in self._fired:
+                self._fired.discard(token)
+                return True
+            return False
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (at, fd) in list(self._armed.items()):
+                    if at <= now:
+                        del self._armed[token]
+                        self._fired.add(token)
+                        _shut(fd)
+                first = min((at for at, _ in self._armed.values()), default=None)
+                self._cond.wait(None if first is None else max(0.0, first - now))
+
+
+def _shut(fd: int) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return  # already closed
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()  # the duplicate only: the connection's own descriptor stays open until psycopg closes it
+
+
+_WATCHDOG = _Watchdog()
+
+
 class ConnectionProvider:
     """One connection per process (per Lambda environment), opened on first use and reopened when it broke.
 
-    `url` is a callable so the secret behind it is only read when a connection is actually needed.
+    `url` is a callable so the secret behind it is only read when a connection is actually needed. Every statement
+    run through `statement()` ends by its deadline: the request's (`deadline()`), else STATEMENT_CAP_S from its start.
     """
 
-    def __init__(self, url: Callable[[], str], *, application_name: str = "aitasks") -> None:
+    def __init__(
+        self,
+        url: Callable[[], str],
+        *,
+        application_name: str = "aitasks",
+        statement_cap_s: float = STATEMENT_CAP_S,
+    ) -> None:
         self._url = url
         self._application_name = application_name
+        self._statement_cap_s = statement_cap_s
         self._conn: Connection | None = None
+        self._deadline: float | None = None  # on the monotonic clock
 
     def __call__(self) -> Connection:
         conn = self._conn
+        if conn is not None and not (conn.closed or conn.broken) and _hung_up(conn):
+            # The server closed it while it was idle (a restart, a failover, an idle timeout): not worth a failed
+            # request to find out.
+            conn.close()
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 logger.warning("database connection lost; reconnecting")
                 conn.close()
-            conn = self._conn = connect(self._url(), application_name=self._application_name)
+            self._conn = None
+            timeout = CONNECT_TIMEOUT_S if self._deadline is None else self._deadline - time.monotonic()
+            if timeout < 1:
+                raise DependencyUnavailableError("database")
+            conn = self._conn = connect(
+                self._url(), application_name=self._application_name, connect_timeout=min(timeout, CONNECT_TIMEOUT_S)
+            )
         return conn
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Within this block, every statement (and a new connection) ends `seconds` from now at the latest."""
+        outer = self._deadline
+        at = time.monotonic() + seconds
+        self._deadline = at if outer is None else min(outer, at)
+        try:
+            yield
+        finally:
+            self._deadline = outer
+
+    @contextlib.contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """The connection for one statement (or one transaction), cut off at its deadline: a statement past it raises
+        DependencyUnavailableError, as a database that cannot be reached does."""
+        conn = self()
+        at = time.monotonic() + self._statement_cap_s
+        if self._deadline is not None:
+            at = min(at, self._deadline)
+        if at <= time.monotonic():
+            raise DependencyUnavailableError("database")
+        token = _WATCHDOG.arm(conn.fileno(), at)
+        try:
+            yield conn
+        finally:
+            if _WATCHDOG.disarm(token):
+                logger.warning("a database statement ran past its deadline; the connection was dropped")
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _hung_up(conn: Connection) -> bool:
+    """Whether an idle connection has something to read: the server's goodbye (an error, or the end of the stream).
+    A connection another thread is using is not idle, and not looked at."""
+    if not conn.lock.acquire(blocking=False):
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    finally:
+        conn.lock.release()
+    return bool(readable)
+
+
+@contextlib.contextmanager
+def _using(connection: Callable[[], Connection]) -> Iterator[Connection]:
+    """A provider's connection under its deadlines; any other callable's (a test's own connection) as it is."""
+    if isinstance(connection, ConnectionProvider):
+        with connection.statement() as conn:
+            yield conn
+    else:
+        yield connection()
 
 
 class _Repository:
@@ -113,7 +276,7 @@ class _Repository:
     def _fetchall(self, query: str, params: Mapping[str, Any], *, module: str | None = None) -> list[DictRow]:
         sql = queries(module or self._module)[query]
         try:
-            with self._connection().cursor() as cur:
+            with _using(self._connection) as conn, conn.cursor() as cur:
                 # The SQL text is one of our .sql files, never assembled from input: values go in as parameters.
                 return cur.execute(cast("Any", sql), params).fetchall()
         except psycopg.errors.UniqueViolation as exc:
@@ -362,6 +525,7 @@ class PostgresTaskRepository(_Repository):
         return [
             EventRecord(
                 id=r["event_id"],
+                seq=r["seq"],
                 event_type=r["event_type"],
                 status=r["payload"].get("status"),
                 attempt_no=int(r["payload"].get("attemptNo") or 0),
@@ -376,9 +540,8 @@ class PostgresOutbox(_Repository):
     _module = "outbox"
 
     def publish_pending(self, limit: int, publish: Callable[[list[OutboxEvent]], set[UUID]]) -> int:
-        conn = self._connection()
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with _using(self._connection) as conn, conn.transaction(), conn.cursor() as cur:
                 sql = queries("outbox")
                 rows = cur.execute(cast("Any", sql["claim_unpublished"]), {"limit": limit}).fetchall()
                 if not rows:
@@ -530,10 +693,9 @@ class PostgresModelRepository(_Repository):
         return self._table[1]
 
     def save_prices(self, prices: Mapping[str, tuple[str, ModelPrice, str]], *, now: datetime) -> int:
-        conn = self._connection()
         sql = queries("models")
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with _using(self._connection) as conn, conn.transaction(), conn.cursor() as cur:
                 for model, (provider, price, source) in prices.items():
                     params = {
                         "model": model,
@@ -558,6 +720,17 @@ class PostgresModelRepository(_Repository):
         return [ModelStatus(**row) for row in self._fetchall("models", {"now": now})]
 
 
+@functools.cache
+def _secrets() -> Any:
+    """Powertools' Secrets Manager provider (its cache is per provider), with timeouts a request can wait for."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from botocore.config import Config
+
+    return SecretsProvider(
+        boto_config=Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"})
+    )
+
+
 def database_url_from_secret(
     secret_id: str,
     *,
@@ -571,10 +744,12 @@ def database_url_from_secret(
     An RDS-managed master secret holds only the username and password: `host` (an RDS Proxy endpoint, say),
     `port` and `dbname` then come from the caller, and win over the secret's when both are there.
     """
-    from aws_lambda_powertools.utilities import parameters
     from psycopg.conninfo import make_conninfo
 
-    secret = parameters.get_secret(secret_id, transform="json", max_age=max_age_s)
+    try:
+        secret = _secrets().get(secret_id, transform="json", max_age=max_age_s)
+    except Exception as exc:  # Powertools wraps every failure (throttled, timed out, denied) in GetParameterError
+        raise DependencyUnavailableError("database secret") from exc
     if not isinstance(secret, dict):
         raise DependencyUnavailableError("database secret")
     return make_conninfo(

@@ -21,6 +21,7 @@ def detail(event: OutboxEvent) -> dict[str, Any]:
     """The event's detail, as docs/events/<detail-type>.json describes it."""
     return {
         "eventId": str(event.id),
+        "seq": event.seq,
         "taskId": str(event.task_id),
         "tenantId": event.tenant_id,
         "type": event.payload.get("type"),

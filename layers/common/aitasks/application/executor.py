@@ -45,6 +45,10 @@ HAND_BACK_DELAY_S = 5
 DATABASE_DOWN_DELAY_S = 30
 # Runs whose outcome could not be written are tried again this often (while their leases last).
 FINISH_RETRY_S = 1.0
+# A heartbeat that could not reach the database is tried again this soon (not a whole heartbeat later).
+BEAT_RETRY_S = 2.0
+# Outcomes that could not be written are retried until the invocation has this little time left.
+FINISH_GIVE_UP_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,9 +107,8 @@ class _Run:
     request: AiRequest
     queue_delay_ms: int
     started: float  # perf_counter
-    lease_until: datetime  # as far as this invocation knows
     answer: AiResult | AiError | None = None
-    stopped: str | None = None  # why the run stopped waiting for its call: cancel, lease, timeout
+    stopped: str | None = None  # why the run stopped waiting for its call: cancel, timeout
 
     @property
     def key(self) -> tuple[UUID, int]:
@@ -200,12 +203,8 @@ class Execute:
                 model=run.request.model,
                 charge_held=True,
             )
-        if answer is None and run.stopped == "timeout":
+        if answer is None:  # stopped for its timeout
             answer = AiError("timeout", "the provider did not return within its timeout")
-        if answer is None:
-            # The lease could not be kept: a retryable failure (if another run took the task over, the fenced
-            # finish writes nothing anyway).
-            answer = AiError("connection", "the run could not renew its lease")
         if isinstance(answer, AiResult):
             try:
                 return self._succeeded(run.task, answer, prices)
@@ -305,7 +304,7 @@ class _Batch:
         self.claimed += len(tasks)
         self.may_find_work = len(tasks) == free
         for task in tasks:
-            self._start(task, now, lease_until)
+            self._start(task, now)
         self._wake_deferred([t for t in answered if t.status is not TaskStatus.RUNNING], now)
 
     def _wake_deferred(self, deferred: list[Task], now: datetime) -> None:
@@ -317,12 +316,12 @@ class _Batch:
         first = min(limited, key=lambda t: t.deferred_until or now)
         self.engine.dispatch.wake(WakeUp(tenant_id=first.tenant_id, task_id=first.id, at=first.deferred_until), now=now)
 
-    def _start(self, task: Task, now: datetime, lease_until: datetime) -> None:
+    def _start(self, task: Task, now: datetime) -> None:
         request = AiRequest.from_payload(
             task.type, task.payload, attempt_no=task.attempt_count, model=task.model, max_tokens=task.max_output_tokens
         )
         delay_ms = max(0, round((now - task.available_at).total_seconds() * 1000))
-        run = _Run(task, request, delay_ms, time.perf_counter(), lease_until)
+        run = _Run(task, request, delay_ms, time.perf_counter())
         self.inflight[run.key] = run
         provider, timeout_s = self.engine.provider, self.engine.ai_timeout_s
 
@@ -348,8 +347,10 @@ class _Batch:
             ended = self._wait(wake_at - time.perf_counter())
             now = time.perf_counter()
             if now >= next_beat:
-                next_beat = now + engine.heartbeat_s
-                ended += self._beat()
+                beaten, renewed = self._beat()
+                ended += beaten
+                again = engine.heartbeat_s if renewed else min(engine.heartbeat_s, BEAT_RETRY_S)
+                next_beat = time.perf_counter() + again
             for run in self.inflight.values():
                 if now >= self._deadline(run) and run.answer is None and run.stopped is None:
                     run.stopped = "timeout"
@@ -377,31 +378,28 @@ class _Batch:
         # A call given up earlier (cancel, timeout, lost lease) may still come back: it is no longer in flight.
         return [run for run in ended if self.inflight.get(run.key) is run]
 
-    def _beat(self) -> list[_Run]:
+    def _beat(self) -> tuple[list[_Run], bool]:
         """The heartbeat: renew every run's lease in one statement, and stop waiting for the calls of runs whose
-        cancel was requested (they end cancelled) or whose lease is gone (another run has the task: dropped)."""
+        cancel was requested (they end cancelled) or whose lease is gone (another run has the task: dropped). Also
+        says whether the leases could be renewed.
+
+        When the database cannot be reached, the runs go on even past their leases: a lease that ran out is only
+        lost once the sweeper closes the attempt, and every write of a run is fenced by it (the task, this
+        invocation, this attempt), so a run that lost its task writes nothing - two runs never both succeed. The
+        next beat that gets through renews what is still held."""
         engine = self.engine
         waiting = [run for run in self.inflight.values() if run.answer is None and run.stopped is None]
         unfinished = [run for run, _ in self.unfinished]
         if not waiting and not unfinished:
-            return []
+            return [], True
         until = engine.lease_end(engine.clock())
         try:
             leases = engine.tasks.extend_leases(
                 [run.key for run in waiting + unfinished], locked_by=self.invocation_id, lease_until=until
             )
         except Exception:
-            # A passing database error: keep beating while a lease we hold lasts; past it, give the run up (a
-            # retryable failure) rather than race the run that takes it over.
-            logger.warning("could not renew the leases", exc_info=True)
-            now = engine.clock()
-            expired = [run for run in waiting if run.lease_until <= now]
-            for run in expired:
-                run.stopped = "lease"
-            return expired
-        for run in unfinished:
-            if run.task.id in leases:
-                run.lease_until = until
+            logger.warning("could not renew the leases; trying again soon", exc_info=True)
+            return [], False
         stopped: list[_Run] = []
         for run in waiting:
             lease = leases.get(run.task.id)
@@ -409,11 +407,10 @@ class _Batch:
                 logger.warning("lease lost while the model was working", extra={"task_id": str(run.task.id)})
                 del self.inflight[run.key]
                 continue
-            run.lease_until = until
             if lease.cancel_requested:
                 run.stopped = "cancel"
                 stopped.append(run)
-        return stopped
+        return stopped, True
 
     def _finish(self, ended: list[_Run]) -> None:
         """End these runs (and any whose end could not be written before) in one statement; a failed one is woken
@@ -462,10 +459,13 @@ class _Batch:
             self.reports.append(RunReport(task, run.task.attempt_count, outcome, run.queue_delay_ms))
 
     def _keep(self, pending: list[tuple[_Run, RunOutcome]]) -> None:
-        """Keep outcomes to write again - those whose lease has not run out (past it, another run may have the
-        task: the sweeper closes the attempt)."""
-        now = self.engine.clock()
-        self.unfinished += [(run, outcome) for run, outcome in pending if run.lease_until > now]
+        """Keep outcomes to write again while the invocation has time (the write is fenced: if another run took
+        the task over meanwhile, it writes nothing). Past that, the runs' leases run out and the sweeper closes
+        their attempts: the tasks run again."""
+        if self.remaining_s() > FINISH_GIVE_UP_S:
+            self.unfinished += pending
+        else:
+            logger.error("the invocation ends with outcomes it could not record", extra={"runs": len(pending)})
 
     def _refill(self, ended: list[_Run]) -> None:
         """Claim for the slots that runs freed, while a new call could still finish in time; past that, note whose

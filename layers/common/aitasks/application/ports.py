@@ -60,6 +60,7 @@ class EventRecord:
     """One step of a task's state history: an outbox row (published or not)."""
 
     id: UUID
+    seq: int
     event_type: str
     status: str | None
     attempt_no: int
@@ -311,6 +312,7 @@ class OutboxEvent:
     event_type: str
     payload: Mapping[str, Any]
     occurred_at: datetime
+    seq: int  # grows with each event of the task
 
 
 class Outbox(Protocol):

@@ -175,6 +175,7 @@ class EventView(CamelModel):
     """One step of the task's state history (the events it published, docs/events)."""
 
     id: UUID = Field(description="the event's eventId")
+    seq: int = Field(description="grows with each event of the task (not consecutive): the events' order")
     event_type: str = Field(description="task.created, task.queued, task.started, ...")
     status: str | None = Field(description="the task's status after the event")
     attempt_no: int

@@ -173,6 +173,8 @@ def install(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(UnauthorizedError)
     def _unauthorized(exc: UnauthorizedError) -> Response[str]:
+        # The gateway's authorizer lets no request through without a tenant: one that arrives is a misconfiguration.
+        logger.warning("a request came without the authorizer's tenant")
         return problem(app, HTTPStatus.UNAUTHORIZED, "unauthorized", str(exc))
 
     @app.exception_handler(DependencyUnavailableError)

@@ -22,7 +22,8 @@ WITH budget AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
     SELECT gen_random_uuid(), task.id, task.tenant_id, e.event_type,
            jsonb_build_object('type', task.type, 'status', e.status, 'attemptNo', 0), task.created_at
-    FROM task, (VALUES ('task.created', 'created'), ('task.queued', 'queued')) AS e (event_type, status)
+    FROM task, (VALUES (1, 'task.created', 'created'), (2, 'task.queued', 'queued')) AS e (n, event_type, status)
+    ORDER BY e.n  -- seq in that order
 )
 SELECT task.*, task_waiting_for(task.tenant_id, task.status, task.available_at, task.deferred_until,
                                 task.deferred_for, now()) AS waiting_for
@@ -253,7 +254,7 @@ ORDER BY r.created_at, r.id;
 -- name: list_events
 -- The task's state history from its outbox rows, in write order. One row with null event columns when it has
 -- none left (published rows are pruned after a week); no row when it is not the tenant's.
-SELECT t.id AS task_id, o.id AS event_id, o.event_type, o.payload, o.occurred_at
+SELECT t.id AS task_id, o.id AS event_id, o.seq, o.event_type, o.payload, o.occurred_at
 FROM tasks t LEFT JOIN outbox_messages o ON o.task_id = t.id
 WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s
 ORDER BY o.seq;
@@ -262,20 +263,22 @@ ORDER BY o.seq;
 SELECT id FROM tasks WHERE status = 'running' AND locked_until < %(now)s ORDER BY locked_until LIMIT %(limit)s;
 
 -- name: redispatch_due
--- Due tasks whose last wake-up is older than the grace period: their message was lost (or the schedule was), or
--- it was spent while their tenant was at its cap. Each tenant gets as many as its cap has room for now, in the
+-- Due tasks whose last wake-up is older than the grace period (and due that long: a scheduled task's own wake-up comes
+-- at its time): their message was lost (or the schedule was), or it was spent while their tenant was at its cap; and
+-- at once, due tasks that have no wake-up at all (a raised budget released them). Each tenant gets as many as its cap has room for now, in the
 -- claim's order: work the cap holds back is left to the tenant's finishing runs (a wake-up would only find the
 -- cap). SKIP LOCKED lets sweepers run side by side, and the lock re-checks the task is still stale, so two never
 -- wake the same one; the returned tasks get a new wake-up right after the commit.
 WITH room AS (
     SELECT w.tenant_id, tenant_max_concurrency(w.tenant_id) - tenant_running(w.tenant_id) AS free
-    FROM waiting_tenants() w WHERE w.first_due <= %(due_before)s
+    FROM waiting_tenants() w WHERE w.first_due <= %(now)s
 ), stale AS (
     SELECT s.id, s.available_at FROM room
     CROSS JOIN LATERAL (
         SELECT t.id, t.available_at FROM tasks t
-        WHERE t.tenant_id = room.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(due_before)s
-          AND (t.dispatched_at IS NULL OR t.dispatched_at <= %(due_before)s)
+        WHERE t.tenant_id = room.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(now)s
+          AND (t.dispatched_at IS NULL  -- released (a budget raised): woken at once
+               OR (t.dispatched_at <= %(due_before)s AND t.available_at <= %(due_before)s))
           AND (t.deferred_until IS NULL OR t.deferred_until <= %(now)s)
         ORDER BY t.priority, t.available_at, t.id
         LIMIT GREATEST(room.free, 0)
