@@ -12,6 +12,8 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aitasks import bootstrap
+from aitasks.domain.errors import InvalidTaskError
+from aitasks.domain.task_types import json_problems
 from aitasks.http import problems
 from aitasks.http.context import task_location, tenant
 from aitasks.http.middleware import require_json
@@ -37,6 +39,10 @@ def create_task(
 ) -> Response[TaskView]:
     tenant_id = tenant(app)
     logger.append_keys(tenant_id=tenant_id)
+    # The body as sent: pydantic would have replaced a lone surrogate in a key without a word.
+    bad_text = json_problems(app.current_event.json_body, "")
+    if bad_text:
+        raise InvalidTaskError(bad_text)
 
     def create() -> dict[str, Any]:
         return TaskView.of(bootstrap.create_task()(tenant_id, request.to_new_task(), idempotency_key)).json_body()

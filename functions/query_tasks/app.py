@@ -56,7 +56,7 @@ def list_tasks(
     link = link_header(found, app.current_event.query_string_parameters or {})
     if link:
         headers["Link"] = link
-    return Response(200, "application/json", dump([TaskView.of(t) for t in found.tasks]), headers)
+    return Response(200, "application/json", dump([TaskView.of(t, in_list=True) for t in found.tasks]), headers)
 
 
 @app.get("/api/v1/tasks/<task_id>", summary="One task", responses=responses(200, TaskView, 401, 404, 422, 429, 503))

@@ -139,6 +139,12 @@ def dbname(url: str) -> str:
 @pytest.fixture
 def api(db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryWorkQueue]:
     """The real handlers on the test database, one connection per thread (as one per Lambda environment)."""
+    yield from wire_handlers(monkeypatch, database_url)
+
+
+def wire_handlers(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[InMemoryWorkQueue]:
+    """bootstrap's builders on `database_url`, each thread with a connection of its own as each Lambda environment
+    has; the work queue a fake."""
     local = threading.local()
 
     def provider() -> ConnectionProvider:
@@ -149,6 +155,7 @@ def api(db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPat
 
     opened: list[ConnectionProvider] = []
     queue = InMemoryWorkQueue()
+    monkeypatch.setattr(bootstrap, "connection", provider)
     monkeypatch.setattr(bootstrap, "task_repository", lambda: PostgresTaskRepository(provider()))
     monkeypatch.setattr(bootstrap, "task_queries", lambda: PostgresTaskRepository(provider()))
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(provider()))

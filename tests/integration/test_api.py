@@ -185,8 +185,8 @@ def test_attempts_and_artifacts_are_served_in_order(api, db) -> None:
         ),
         ({"type": "chat", "payload": {"prompt": "x", "surprise": 1}}, {"payload.surprise"}),
         ([1, 2], {"body"}),
-        ({"type": "chat", "payload": {"prompt": "a\u0000b"}}, {"payload"}),
-        ({"type": "chat", "payload": {"prompt": "x", "context": {"k\u0000": "v"}}}, {"payload"}),
+        ({"type": "chat", "payload": {"prompt": "a\u0000b"}}, {"payload.prompt"}),
+        ({"type": "chat", "payload": {"prompt": "x", "context": {"k\u0000": "v"}}}, {"payload.context"}),
     ],
 )
 def test_invalid_tasks_are_422_with_field_errors_and_change_nothing(api, db, body, fields) -> None:

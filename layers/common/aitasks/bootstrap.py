@@ -436,7 +436,7 @@ def idempotently(
     from aitasks.adapters.idempotency import idempotent_call
 
     return idempotent_call(
-        idempotency_store(), fn, scope=scope, key=f"{tenant_id}:{key}", payload=payload, lambda_context=lambda_context
+        idempotency_store(), fn, scope=scope, tenant=tenant_id, key=key, payload=payload, lambda_context=lambda_context
     )
 
 

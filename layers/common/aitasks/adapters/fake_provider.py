@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from aitasks.application.ai import AiError, AiRequest, AiResult, FakeParams, Usage
+from aitasks.domain.schemas import schema_problems, validator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -107,18 +108,14 @@ def _answer(request: AiRequest) -> str:
         head = " ".join(words[:30])
         return f"summary of {len(words)} tokens: {head}{' ...' if len(words) > 30 else ''}"
     if request.task_type == "extract":
-        from jsonschema import Draft202012Validator  # only extract needs it: kept off the cold start
-        from jsonschema.exceptions import SchemaError
-
         schema = request.params.get("schema")
         if not isinstance(schema, dict):
             raise AiError("bad_request", "extract needs a JSON Schema in params.schema")
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise AiError("bad_request", f"params.schema is not a valid JSON Schema: {exc.message}") from exc
+        problems = schema_problems(schema)
+        if problems:
+            raise AiError("bad_request", f"params.schema: {problems[0]}")
         instance = sample_instance(schema, root=schema)
-        if not Draft202012Validator(schema).is_valid(instance):
+        if not validator(schema).is_valid(instance):
             raise AiError("invalid_output", "the fake cannot build a value that matches this schema")
         return json.dumps(instance, ensure_ascii=False)
     return f"echo: {request.prompt[:200]}"

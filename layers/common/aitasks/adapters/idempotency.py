@@ -107,11 +107,12 @@ def idempotent_call(
     fn: Callable[[], dict[str, Any]],
     *,
     scope: str,
+    tenant: str,
     key: str,
     payload: Any,
     lambda_context: LambdaContext | None,
 ) -> tuple[dict[str, Any], bool]:
-    """Run `fn` once per (scope, key): the same key with the same payload replays the first result (and says so
+    """Run `fn` once per (scope, tenant, key): the same key with the same payload replays the first result (and says so
     with True); a different payload is IdempotencyKeyReusedError, a concurrent first call RequestInProgressError.
     """
     replayed = False
@@ -122,7 +123,7 @@ def idempotent_call(
         return response
 
     config = IdempotencyConfig(
-        event_key_jmespath="[scope, key]",
+        event_key_jmespath="[scope, tenant, key]",  # hashed as a JSON array: no separator a tenant id could contain
         payload_validation_jmespath="payload",
         expires_after_seconds=KEY_TTL_S,
         hash_function="sha256",
@@ -136,7 +137,7 @@ def idempotent_call(
         return fn()
 
     try:
-        result = run(request={"scope": scope, "key": key, "payload": payload})
+        result = run(request={"scope": scope, "tenant": tenant, "key": key, "payload": payload})
     except IdempotencyValidationError as exc:
         raise IdempotencyKeyReusedError("the Idempotency-Key was used for a different request") from exc
     except IdempotencyAlreadyInProgressError as exc:

@@ -22,6 +22,7 @@ from aitasks.application.ai import AiError, AiRequest, AiResult
 from aitasks.application.ports import Artifact, FinishedRun, RunOutcome, WakeUp
 from aitasks.application.tasks import utc_now
 from aitasks.domain.errors import DependencyUnavailableError
+from aitasks.domain.schemas import validator
 from aitasks.domain.task import TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
@@ -206,18 +207,10 @@ class Execute:
         if answer is None:  # stopped for its timeout
             answer = AiError("timeout", "the provider did not return within its timeout")
         if isinstance(answer, AiResult):
-            try:
-                return self._succeeded(run.task, answer, prices)
-            except AiError as exc:
-                # an answer that cannot be used was still billed
-                answer = AiError(exc.code, exc.detail, usage=answer.usage)
+            return self._succeeded(run.task, answer, prices)
         return self._failed(run.task, answer, elapsed_ms, run.request.model, prices)
 
     def _succeeded(self, task: Task, answer: AiResult, prices: PriceTable) -> RunOutcome:
-        kind = REGISTRY[task.type].artifact_kind if task.type in REGISTRY else "text"
-        content = answer.text
-        if kind == "json":
-            content = _valid_json(answer.text, (task.payload.get("params") or {}).get("schema") or {})
         return RunOutcome(
             TaskStatus.SUCCEEDED,
             "succeeded",
@@ -226,7 +219,7 @@ class Execute:
             tokens_out=answer.usage.tokens_out,
             cost=self._cost(answer.model, answer, prices),
             latency_ms=answer.latency_ms,
-            artifact=Artifact(kind, content),
+            artifact=Artifact(_artifact_kind(task), answer.text),
         )
 
     def _cost(self, model: str, answer: AiResult, prices: PriceTable) -> Decimal | None:
@@ -327,7 +320,8 @@ class _Batch:
 
         def call() -> None:
             try:
-                run.answer = provider.complete(request, timeout_s=timeout_s)
+                # An extract's answer is checked here too: under the run's deadline, off the batch's thread.
+                run.answer = _usable(task, provider.complete(request, timeout_s=timeout_s))
             except AiError as exc:
                 run.answer = exc
             except Exception as exc:  # a provider bug must not hang the run: record it as an unknown error
@@ -490,15 +484,30 @@ class _Batch:
             logger.warning("could not wake the work the freed slots admit; the sweeper will", exc_info=True)
 
 
-def _valid_json(text: str, schema: dict[str, object]) -> str:
-    """The answer as compact JSON if it parses and matches the task's schema; else a retryable invalid_output."""
-    from jsonschema import Draft202012Validator  # only extract tasks need it: kept off the cold start
+def _artifact_kind(task: Task) -> str:
+    return REGISTRY[task.type].artifact_kind if task.type in REGISTRY else "text"
 
+
+def _usable(task: Task, answer: AiResult) -> AiResult:
+    """The answer, an extract's as compact JSON that matches its schema; else AiError (an answer that cannot be used
+    was still billed: the error carries its usage)."""
+    if _artifact_kind(task) != "json":
+        return answer
+    try:
+        content = _valid_json(answer.text, (task.payload.get("params") or {}).get("schema") or {})
+    except AiError as exc:
+        raise AiError(exc.code, exc.detail, usage=answer.usage) from exc
+    return dataclasses.replace(answer, text=content)
+
+
+def _valid_json(text: str, schema: dict[str, object]) -> str:
+    """The answer as compact JSON if it parses and matches the task's schema; else a retryable invalid_output. The
+    schema's patterns run on RE2 (domain/schemas.py): linear in the answer's length."""
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise AiError("invalid_output", f"the answer is not JSON: {exc}") from exc
-    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
+    errors = sorted(validator(schema).iter_errors(value), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "(root)"
         raise AiError("invalid_output", f"the answer does not match the schema at {where}: {errors[0].message}")

@@ -59,7 +59,7 @@ class InvalidTaskError(AitasksError):
 
 class PayloadTooLargeError(AitasksError):
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"prompt and context take {size} bytes; the limit is {limit}")
+        super().__init__(f"the payload takes {size} bytes as JSON; the limit is {limit}")
         self.size = size
         self.limit = limit
 

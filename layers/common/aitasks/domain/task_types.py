@@ -8,8 +8,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aitasks.domain.errors import InvalidTaskError, PayloadTooLargeError
+from aitasks.domain.schemas import schema_problems
 
-MAX_INPUT_BYTES = 256 * 1024
+# The whole payload as compact JSON (prompt, context, model, params with an extract's schema): what a task stores,
+# sends to its model and serves back.
+MAX_PAYLOAD_BYTES = 256 * 1024
+# Any JSON a task carries (context, params): how deep it nests, and how many values it holds in all.
+MAX_JSON_DEPTH = 32
+MAX_JSON_NODES = 20_000
 # The most output tokens a task may ask for (payload.params.maxTokens).
 MAX_OUTPUT_TOKENS = 128_000
 
@@ -29,15 +35,7 @@ def _needs_json_schema(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     schema = (payload.get("params") or {}).get("schema")
     if not isinstance(schema, dict):
         return [("payload.params.schema", "extract needs a JSON Schema (an object) in params.schema")]
-    # jsonschema is imported by the one check that needs it: it is a tenth of a cold start otherwise.
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return [("payload.params.schema", f"not a valid JSON Schema: {exc.message}")]
-    return []
+    return [("payload.params.schema", problem) for problem in schema_problems(schema)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,36 +70,59 @@ def _max_tokens_rule(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
-def input_size(payload: Mapping[str, Any]) -> int:
-    """Bytes of prompt plus context (a structured context counts as its compact JSON)."""
-    context = payload.get("context")
-    if context is None:
-        context_bytes = 0
-    elif isinstance(context, str):
-        context_bytes = len(context.encode())
-    else:
-        context_bytes = len(json.dumps(context, separators=(",", ":"), ensure_ascii=False).encode())
-    return len(str(payload.get("prompt", "")).encode()) + context_bytes
+def payload_size(payload: Mapping[str, Any]) -> int:
+    """Bytes of the whole payload as compact JSON: prompt, context, model and params (an extract's schema too)."""
+    return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        # PostgreSQL text and jsonb cannot hold U+0000; no model needs it either.
+        return "text must not contain the NUL character (U+0000)"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "text must be valid Unicode: a lone surrogate (such as \\ud800) is not"
+    return None
+
+
+def json_problems(value: Any, field: str) -> list[tuple[str, str]]:
+    """What makes a JSON value unfit to store or send to a model: text that is not valid Unicode or holds a NUL,
+    nesting deeper than MAX_JSON_DEPTH, more than MAX_JSON_NODES values in all. Each problem names its field
+    (payload.context.rows.3.name; `field` "" for a whole body); walked without recursion, so no input can exhaust
+    the stack."""
+    nodes = 0
+    stack: list[tuple[Any, str, int]] = [(value, field, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_JSON_NODES:
+            return [(field or "body", f"at most {MAX_JSON_NODES} values (keys, items and scalars) in all")]
+        if isinstance(item, str):
+            problem = _bad_text(item)
+            if problem:
+                return [(path, problem)]
+        elif isinstance(item, Mapping | list):
+            if depth >= MAX_JSON_DEPTH:
+                return [(path, f"nested more than {MAX_JSON_DEPTH} levels deep")]
+            pairs = item.items() if isinstance(item, Mapping) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str):
+                    problem = _bad_text(key)
+                    if problem:
+                        return [(path or "body", f"a key: {problem}")]
+                stack.append((child, f"{path}.{key}" if path else str(key), depth + 1))
+    return []
 
 
 def validate_task(type_name: str, payload: Mapping[str, Any]) -> TaskType:
     """The task's type, or InvalidTaskError / PayloadTooLargeError naming what is wrong."""
-    size = input_size(payload)
-    if size > MAX_INPUT_BYTES:
-        raise PayloadTooLargeError(size, MAX_INPUT_BYTES)
-    if _has_nul(payload):
-        # PostgreSQL text and jsonb cannot hold U+0000; no model needs it either.
-        raise InvalidTaskError([("payload", "text must not contain the NUL character (U+0000)")])
+    problems = json_problems(payload, "payload")
+    if problems:
+        raise InvalidTaskError(problems)
+    size = payload_size(payload)
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLargeError(size, MAX_PAYLOAD_BYTES)
     task_type = REGISTRY.get(type_name)
     if task_type is None:
         raise InvalidTaskError([("type", f"unknown task type; one of: {', '.join(sorted(REGISTRY))}")])

@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from aitasks.application.tasks import NewTask
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus, WaitingFor
+from aitasks.domain.task_types import payload_size
 
 if TYPE_CHECKING:
     from aitasks.application.limits import Usage
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 # OpenAPI document lists them.
 TaskType = Literal["chat", "summarize", "extract"]
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
+# A list's items carry payloads up to this size: a page of 100 stays under 2 MB (Lambda answers at most 6 MB).
+LIST_PAYLOAD_MAX_BYTES = 16 * 1024
 
 # USD as a fixed-point decimal string ("0.00000450", never "4.5E-6" or a float).
 Money = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json")]
@@ -101,7 +104,11 @@ class TaskView(CamelModel):
         "tenant's monthly budget (budget); null when it only waits for a free executor, or is not waiting"
     )
     model: str | None = Field(description="the model it runs on: payload.model, else the deployment's default")
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description=f"what the task asks; null in a list's items when it takes over {LIST_PAYLOAD_MAX_BYTES // 1024} "
+        "KiB (GET the task for it), so that a page stays small"
+    )
+    payload_bytes: int = Field(description="the payload's size as compact JSON")
     scheduled_at: datetime | None
     attempt_count: int
     max_attempts: int
@@ -115,7 +122,8 @@ class TaskView(CamelModel):
     max_cost_usd: Money | None = Field(description="no retry once the attempts have cost this much")
 
     @classmethod
-    def of(cls, task: Task) -> TaskView:
+    def of(cls, task: Task, *, in_list: bool = False) -> TaskView:
+        size = payload_size(task.payload)
         return cls(
             id=task.id,
             type=task.type,
@@ -123,7 +131,8 @@ class TaskView(CamelModel):
             status=task.status,
             waiting_for=task.waiting_for,
             model=task.model,
-            payload=dict(task.payload),
+            payload=None if in_list and size > LIST_PAYLOAD_MAX_BYTES else dict(task.payload),
+            payload_bytes=size,
             scheduled_at=task.scheduled_at,
             attempt_count=task.attempt_count,
             max_attempts=task.max_attempts,

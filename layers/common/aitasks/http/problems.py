@@ -125,6 +125,12 @@ def install(app: APIGatewayRestResolver) -> None:
         fields = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in errors]
         return problem(app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the request is not valid", errors=fields)
 
+    @app.exception_handler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response[str]:
+        # Only parsing a body nested thousands of levels deep recurses this far (the payload's own limit is 32).
+        field = {"field": "body", "message": "JSON nested too deeply"}
+        return problem(app, HTTPStatus.UNPROCESSABLE_ENTITY, "validation", "the request is not valid", errors=[field])
+
     @app.exception_handler(RequestUnsupportedContentType)
     def _media_type(exc: RequestUnsupportedContentType) -> Response[str]:
         wrong_type = unsupported_media_type(app)
