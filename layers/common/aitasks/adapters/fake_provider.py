@@ -71,7 +71,8 @@ class FakeAiProvider:
                 retry_after_s=script.retry_after_s,
             )
         cap = request.max_tokens if request.max_tokens is not None else request.params.get("maxTokens")
-        text = _capped(_lengthened(_answer(request), script.output_tokens), cap)
+        answer = script.answer if script.answer is not None else _answer(request)
+        text = _capped(_lengthened(answer, script.output_tokens), cap)
         tokens_in = count_tokens(request.prompt) + count_tokens(context_text(request.context))
         return AiResult(
             text=text,

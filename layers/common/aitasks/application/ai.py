@@ -166,6 +166,8 @@ class FakeParams(BaseModel):
     retry_after_s: float | None = Field(default=None, ge=0, le=86_400, alias="retryAfterS")
     # How long the answer is, in tokens (before maxTokens cuts it): its cost can be made what a test needs.
     output_tokens: int | None = Field(default=None, ge=1, le=128_000, alias="outputTokens")
+    # The answer itself, word for word (an extract's JSON that a test needs, say).
+    answer: str | None = Field(default=None, max_length=100_000)
 
 
 # --- pricing ---------------------------------------------------------------------------------------------------
