@@ -11,7 +11,7 @@ SAM := $(TOOLS)/sam/bin/sam
 MINISTACK := $(TOOLS)/ministack/bin/ministack
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run demo logs test test-unit test-integration test-e2e bench lint format validate build openapi check clean
+.PHONY: run demo logs test test-unit test-integration test-e2e chaos bench lint format validate build openapi check clean
 
 $(BIN)/aitasks: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ test-integration: $(BIN)/aitasks
 
 test-e2e: tools
 	$(BIN)/pytest tests/e2e
+
+## chaos: every fault scenario against the local stack (a running one, else it starts one): executors killed,
+## PostgreSQL paused and restarted, the work queue purged, wake-ups delivered five times, a catastrophic regex.
+## About 8 minutes; `make test` runs the quick ones. Figures go to .local/chaos.jsonl.
+chaos: tools
+	CHAOS=full $(BIN)/pytest tests/chaos -v -s -p no:cacheprovider
 
 ## bench: each scenario against its baseline, in one run; writes docs/benchmarks.md and bench/results.json
 ## (about ten minutes; not part of `make test` or `make check`)

