@@ -117,6 +117,7 @@ class _Watchdog:
         self._fired: set[int] = set()
         self._tokens = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the watchdog next looks (it is only woken for an earlier deadline)
 
     def arm(self, fd: int, at: float) -> int:
         with self._cond:
@@ -125,7 +126,8 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, name="db-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if at < self._wakes_at:
+                self._cond.notify()
             return token
 
     def disarm(self, token: int) -> bool:
@@ -146,8 +148,10 @@ class _Watchdog:
                         del self._armed[token]
                         self._fired.add(token)
                         _shut(fd)
-                first = min((at for at, _ in self._armed.values()), default=None)
-                self._cond.wait(None if first is None else max(0.0, first - now))
+                first = min((at for at, _ in self._armed.values()), default=math.inf)
+                self._wakes_at = first
+                self._cond.wait(None if first == math.inf else max(0.0, first - now))
+                self._wakes_at = -math.inf  # awake: arming needs no notify until it waits again
 
 
 def _shut(fd: int) -> None:
