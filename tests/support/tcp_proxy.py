@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 class PausableProxy:
     def __init__(self, upstream_url: str) -> None:
         params = conninfo_to_dict(upstream_url)
-        self._upstream = (str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
+        host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+        # a host that is a directory is a Unix socket's (embedded PostgreSQL listens on one only)
+        self._upstream: str | tuple[str, int] = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = make_conninfo(upstream_url, host="127.0.0.1", port=str(self._listener.getsockname()[1]))
         self._running = threading.Event()
@@ -57,9 +59,16 @@ class PausableProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self._upstream)
+            upstream = self._connect_upstream()
             self._sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), name="proxy-pump", daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket:
+        if isinstance(self._upstream, tuple):
+            return socket.create_connection(self._upstream)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self._upstream)
+        return sock
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peer = {client: upstream, upstream: client}
