@@ -7,17 +7,33 @@ TOOLS := .local/tools
 # MiniStack pins botocore exactly and SAM CLI pins its own ranges: each gets its own virtual environment.
 MINISTACK_VERSION := 1.5.33
 SAM_CLI_VERSION := 1.170.0
+UV_VERSION := 0.13.9
 SAM := $(TOOLS)/sam/bin/sam
 MINISTACK := $(TOOLS)/ministack/bin/ministack
+UV := $(TOOLS)/uv/bin/uv
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run demo logs test test-unit test-integration test-e2e chaos bench lint format validate build openapi check clean
+.PHONY: run demo logs test test-unit test-integration test-e2e chaos bench lint format validate build openapi check clean lock
 
-$(BIN)/aitasks: pyproject.toml
+# The pinned set from requirements/dev.lock (`make lock`), then this repository's two distributions on top of it:
+# the client (clients/python) and aitasks (the runtime in layers/common, the tooling in cli/), editable.
+$(BIN)/aitasks: pyproject.toml clients/python/pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e clients/python -e .
+	$(BIN)/pip check
 	touch $@
+
+# uv compiles the lock; like SAM CLI and MiniStack it has a virtual environment of its own, pinned here.
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install --quiet 'uv==$(UV_VERSION)'
+
+## lock: requirements/dev.lock again from pyproject.toml's dev extra (Python 3.11), newest versions the ranges allow
+lock: $(UV)
+	$(UV) pip compile requirements/dev.in --output-file requirements/dev.lock --python-version 3.11 --upgrade \
+		--no-emit-package aitasks --no-emit-package aitasks-client --custom-compile-command 'make lock' --quiet
 
 $(MINISTACK):
 	$(PYTHON) -m venv $(TOOLS)/ministack

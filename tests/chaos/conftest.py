@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from aitasks.adapters.postgres import connect
-from aitasks.local_stack import STACK
+from aitasks_cli.local_stack import STACK
 from tests.e2e.conftest import ENDPOINT, LOCAL, Stack, new_tenant, stack  # noqa: F401 - the fixture
 
 if TYPE_CHECKING:

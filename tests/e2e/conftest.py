@@ -22,7 +22,7 @@ import requests
 from aitasks.adapters.postgres import ConnectionProvider, PostgresApiKeyRepository
 from aitasks.application.auth import CreateApiKey
 from aitasks.domain.task import TenantId
-from aitasks.local_stack import port_taken
+from aitasks_cli.local_stack import port_taken
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -15,7 +15,7 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator
 
-from aitasks.local_stack import STACK
+from aitasks_cli.local_stack import STACK
 from tests.e2e.conftest import ENDPOINT
 
 if TYPE_CHECKING:

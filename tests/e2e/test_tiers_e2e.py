@@ -14,7 +14,7 @@ from aitasks.adapters.postgres import ConnectionProvider, PostgresTenantReposito
 from aitasks.adapters.usage_plans import plan_ids_from_outputs, stack_outputs
 from aitasks.application.ports import TenantPlan
 from aitasks.domain.tenant import Tier
-from aitasks.local_stack import REGION, STACK, TENANT, aws_client
+from aitasks_cli.local_stack import REGION, STACK, TENANT, aws_client
 from tests.e2e.conftest import ENDPOINT, LOCAL, ROOT, Stack
 
 AWS = {"AWS_ENDPOINT_URL": ENDPOINT, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}

@@ -10,11 +10,11 @@ from uuid import UUID
 import pytest
 from typer.testing import CliRunner
 
-from aitasks import cli_api
 from aitasks.adapters.postgres import PostgresApiKeyRepository, PostgresTaskRepository
-from aitasks.cli import app
 from aitasks.domain.apikey import hash_api_key
 from aitasks.domain.task import TaskStatus, TenantId
+from aitasks_cli import tasks as cli_api
+from aitasks_cli.main import app
 from tests.support.handler_transport import BASE, HandlerTransport, drain
 
 KEY = "ait_cli-test-key"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from aitasks.adapters.api_client import AitasksApi, ApiProblem, ApiUnreachableError
+from aitasks_cli.api_client import AitasksApi, ApiProblem, ApiUnreachableError
 
 TASK = {"id": "t1", "status": "queued"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aitasks.local_logs import log_line
+from aitasks_cli.local_logs import log_line
 
 RECORD = {
     "level": "INFO",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aitasks.local_sync import CodeSync, changed_code
+from aitasks_cli.local_sync import CodeSync, changed_code
 
 ROOT = Path(__file__).parents[2]
 COMMON = "arn:aws:lambda:us-east-1:000000000000:layer:CommonLayer"
@@ -90,7 +90,8 @@ def test_the_layer_is_published_and_every_function_that_uses_it_moves_to_the_new
     [first, second] = client.published
     assert first["LayerName"] == "CommonLayer" and first["CompatibleRuntimes"] == ["python3.11"]
     content = names(second["Content"]["ZipFile"])
-    assert {"python/somepkg/__init__.py", "python/aitasks/local_sync.py", "python/requirements.txt"} <= content
+    assert {"python/somepkg/__init__.py", "python/aitasks/bootstrap.py", "python/requirements.txt"} <= content
+    assert not any(name.startswith("python/aitasks_cli/") or "/local_sync.py" in name for name in content)
     assert "python/aitasks/stale.py" not in content
     assert not any("__pycache__" in name for name in content)
     assert client.layers == {"a": [f"{COMMON}:3"], "b": [OTHER, f"{COMMON}:3"], "c": [OTHER]}

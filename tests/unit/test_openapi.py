@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aitasks.cli import API_FUNCTIONS, OPENAPI_COPIES
 from aitasks.domain.task_types import REGISTRY
 from aitasks.http.models import TaskType
 from aitasks.http.openapi import document
+from aitasks_cli.main import API_FUNCTIONS, OPENAPI_COPIES
 from tests.conftest import load_handler
 
 ROOT = Path(__file__).parents[2]

@@ -371,6 +371,6 @@ def test_the_connection_budget_in_operations_md_is_the_templates(template: dict[
     [total] = re.findall(r"^\| \*\*total\*\* \| \| \| \*\*(\d+)\*\* \|$", section, re.MULTILINE)
     assert int(total) == sum(reserved.values())
     # the local stack's PostgreSQL has room for all of it
-    from aitasks.local_stack import LOCAL_MAX_CONNECTIONS
+    from aitasks_cli.local_stack import LOCAL_MAX_CONNECTIONS
 
     assert sum(reserved.values()) < LOCAL_MAX_CONNECTIONS

@@ -26,9 +26,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from aitasks.adapters.api_client import AitasksApi, ApiProblem, ApiUnreachableError
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus
 from aitasks.domain.task_types import REGISTRY
+from aitasks_cli.api_client import AitasksApi, ApiProblem, ApiUnreachableError
 
 T = TypeVar("T")
 LOCAL_DIR = Path(".local")

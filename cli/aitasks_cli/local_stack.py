@@ -35,8 +35,8 @@ from aitasks.application.auth import Authenticate, CreateApiKey, SetTier
 from aitasks.domain.errors import AitasksError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import DEFAULT_TIER
-from aitasks.local_sync import FUNCTIONS, LAYER, CodeSync, changed_code
 from aitasks.settings import get_settings
+from aitasks_cli.local_sync import FUNCTIONS, LAYER, CodeSync, changed_code
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -14,10 +14,12 @@ from urllib.parse import quote
 
 import httpx2
 
+from aitasks_cli import __version__
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-USER_AGENT = "aitasks-cli/0.1"
+USER_AGENT = f"aitasks-cli/{__version__}"
 RETRYABLE = {429, 503}
 GET_RETRIES = 4
 MAX_RETRY_AFTER_S = 30.0

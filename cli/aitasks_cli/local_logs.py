@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from aitasks.local_stack import aws_client
+from aitasks_cli.local_stack import aws_client
 
 # MiniStack's own lines around each invocation: they carry only the request id and the duration.
 _PLATFORM = ("START RequestId:", "END RequestId:", "REPORT RequestId:")

@@ -13,7 +13,7 @@ from uuid import UUID
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from aitasks import bootstrap, cli_api
+from aitasks import bootstrap
 from aitasks.adapters.migrate import migrate as apply_migrations
 from aitasks.adapters.postgres import (
     ConnectionProvider,
@@ -35,6 +35,8 @@ from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import DEFAULT_TIER, Tier
 from aitasks.settings import get_settings
+from aitasks_cli import __version__
+from aitasks_cli import tasks as task_commands
 
 LOCAL_DIR = Path(".local")
 
@@ -46,14 +48,31 @@ models_app = typer.Typer(no_args_is_help=True, help="Models: prices and rate lim
 tasks_app = typer.Typer(
     no_args_is_help=True, help="Tasks over the REST API (create, get, list, ...); redrive talks to the database."
 )
-tasks_app.add_typer(cli_api.app)
+tasks_app.add_typer(task_commands.app)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(models_app, name="models")
-app.command("demo")(cli_api.demo)
-app.command("usage")(cli_api.usage)
+app.command("demo")(task_commands.demo)
+app.command("usage")(task_commands.usage)
 app.add_typer(local_app, name="local")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"aitasks {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """aitasks: asynchronous AI tasks on AWS."""
+
 
 DatabaseUrl = Annotated[
     str | None,
@@ -330,7 +349,7 @@ def local_up(
     ] = True,
 ) -> None:
     """Start embedded PostgreSQL (or use DATABASE_URL) and MiniStack, deploy template.yaml, stay in the foreground."""
-    from aitasks import local_stack
+    from aitasks_cli import local_stack
 
     raise typer.Exit(local_stack.run(port=port, database_url=get_settings().database_url, watch=watch))
 
@@ -341,7 +360,7 @@ def local_logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new records")] = False,
 ) -> None:
     """The local functions' logs, one line per record: time, level, function, task id, message."""
-    from aitasks import local_logs, local_stack
+    from aitasks_cli import local_logs, local_stack
 
     saved = LOCAL_DIR / "api_url"
     if not saved.is_file():
