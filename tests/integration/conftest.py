@@ -30,6 +30,7 @@ from aitasks.adapters.postgres import (
 )
 from aitasks.application.maintenance import Prune
 from tests.support.fakes import InMemoryPusher, InMemoryWorkQueue
+from tests.support.tcp_proxy import PausableProxy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -184,3 +185,18 @@ def pusher(monkeypatch: pytest.MonkeyPatch) -> InMemoryPusher:
 
 
 from tests.support.openai_stub import openai_stub  # noqa: E402, F401 - the fixture, for every integration test
+
+
+@pytest.fixture
+def proxy(database_url: str) -> Iterator[PausableProxy]:
+    p = PausableProxy(database_url)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def via_proxy(
+    db: ConnectionProvider, proxy: PausableProxy, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[InMemoryWorkQueue]:
+    """The real handlers, connected to the test database through the pausable proxy."""
+    yield from wire_handlers(monkeypatch, proxy.url)

@@ -50,19 +50,6 @@ def create(key: str | None = None, body: Any = None, **kwargs: Any) -> tuple[int
 # -- a database that stops answering --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def proxy(database_url: str) -> Iterator[PausableProxy]:
-    p = PausableProxy(database_url)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def via_proxy(db: ConnectionProvider, proxy: PausableProxy, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The real handlers, connected to the test database through the pausable proxy."""
-    yield from wire_handlers(monkeypatch, proxy.url)
-
-
 def test_every_connection_has_the_service_timeouts_and_keepalives(db: ConnectionProvider) -> None:
     conn = db()
     shown = {

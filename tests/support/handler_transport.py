@@ -23,10 +23,12 @@ def _function(method: str, path: str) -> str:
         return "create_task"
     if method == "POST" and re.fullmatch(r"/api/v1/tasks/[^/]+/(cancel|retry)", path):
         return "cancel_task"
+    if method == "POST" and path == "/api/v1/websocket-tickets":
+        return "dashboard"
     return "query_tasks"
 
 
-FUNCTIONS = ("authorizer", "create_task", "cancel_task", "query_tasks", "executor")
+FUNCTIONS = ("authorizer", "create_task", "cancel_task", "query_tasks", "dashboard", "executor")
 
 
 class HandlerTransport(httpx2.BaseTransport):
@@ -56,8 +58,13 @@ class HandlerTransport(httpx2.BaseTransport):
                 {"type": "REQUEST", "methodArn": arn, "headers": headers}, context
             )
         except Exception as exc:
-            assert str(exc) == "Unauthorized"
-            return httpx2.Response(401, json={"message": "Unauthorized"})
+            if str(exc) == "Unauthorized":
+                return httpx2.Response(401, json={"message": "Unauthorized"})
+            # any other failure is the template's AUTHORIZER_FAILURE gateway response
+            problem = {"type": "https://aitasks.dev/problems/unavailable", "title": "Service Unavailable",
+                       "status": 503, "detail": "authentication is unavailable; retry later", "instance": path,
+                       "traceId": "gateway"}  # fmt: skip
+            return httpx2.Response(503, headers={"Retry-After": "5"}, json=problem)
         query = dict(parse_qsl(request.url.query.decode())) or None
         body = request.content.decode() or None
         event = rest_event(request.method, path, tenant=allowed["context"]["tenantId"], headers=headers,
@@ -81,3 +88,16 @@ def drain(queue: Any, context: Any = None) -> int:
         with contextlib.redirect_stdout(io.StringIO()):
             load_handler("executor").lambda_handler(sqs_event(*bodies), context or LambdaContext())
     return len(sent)
+
+
+class AsyncHandlerTransport(httpx2.AsyncBaseTransport):
+    """The same, for an async client: each request answered on a worker thread (a Lambda environment of its own)."""
+
+    def __init__(self, sync: HandlerTransport) -> None:
+        self.sync = sync
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        import asyncio
+
+        await request.aread()
+        return await asyncio.to_thread(self.sync.handle_request, request)
