@@ -27,7 +27,11 @@ problems.install(app)
 
 @app.post(
     "/api/v1/tasks/<task_id>/cancel",
+    operation_id="cancelTask",
+    tags=["tasks"],
     summary="Cancel a task (a running one is asked to stop)",
+    description="A task that is not running is cancelled at once; a running one gets `cancelRequested: true` and "
+    "its executor ends the run. Cancelling a cancelled task returns it; a succeeded or dead-lettered one is 409.",
     responses=responses(202, TaskView, 401, 404, 409, 415, 422, 429, 503, description="Accepted"),
 )
 def cancel_task(task_id: UUID) -> Response[TaskView]:
@@ -41,7 +45,11 @@ def cancel_task(task_id: UUID) -> Response[TaskView]:
 
 @app.post(
     "/api/v1/tasks/<task_id>/retry",
+    operation_id="retryTask",
+    tags=["tasks"],
     summary="Retry a dead-lettered task with a new attempt budget (its history is kept)",
+    description="Queues a task in `dead_letter` again with a new attempt budget; its attempts and events so "
+    "far are kept. A task in any other status is 409.",
     responses=responses(202, TaskView, 401, 404, 409, 415, 422, 429, 503, description="Accepted"),
 )
 def retry_task(task_id: UUID) -> Response[TaskView]:

@@ -18,7 +18,7 @@ from aitasks.http import problems
 from aitasks.http.context import task_location, tenant
 from aitasks.http.middleware import require_json
 from aitasks.http.models import CreateTaskRequest, TaskView
-from aitasks.http.openapi import responses
+from aitasks.http.openapi import LOCATION, responses
 
 logger = Logger()
 bootstrap.structured_logs(logger)
@@ -30,12 +30,28 @@ problems.install(app)
 
 @app.post(
     "/api/v1/tasks",
+    operation_id="createTask",
+    tags=["tasks"],
     summary="Submit a task",
-    responses=responses(202, TaskView, 400, 401, 409, 413, 415, 422, 429, 503, description="Accepted"),
+    description="Stores the task and queues it (now, or at `scheduledAt`); answers 202 with the task and its "
+    "`Location`. Send an `Idempotency-Key` to make retries safe: the same key with the same body answers the first "
+    "response again (`Idempotent-Replayed: true`), with another body 422, while the first is in flight 409.",
+    responses=responses(
+        202, TaskView, 400, 401, 409, 413, 415, 422, 429, 503, description="Accepted", headers=LOCATION
+    ),
 )
 def create_task(
     request: CreateTaskRequest,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="any unique string (a UUID); kept 24 hours per tenant",
+            examples=["3f1c9a4e-6d2b-4c8f-9e0a-5b7d1c2e4f60"],
+        ),
+    ] = None,
 ) -> Response[TaskView]:
     tenant_id = tenant(app)
     logger.append_keys(tenant_id=tenant_id)

@@ -50,7 +50,11 @@ def asset(name: str) -> Response[str]:
 
 @app.post(
     "/api/v1/websocket-tickets",
+    operation_id="createWebSocketTicket",
+    tags=["live updates"],
     summary="A single-use ticket (valid 60 s) that opens the live-updates WebSocket for the tenant",
+    description="Connect to `url?ticket=<ticket>` within 60 s: the socket then receives the tenant's task events "
+    "as they happen. The ticket opens one connection; the API key itself never goes into a URL.",
     responses=responses(201, TicketView, 401, 415, 429, 503, description="Created"),
 )
 def websocket_ticket() -> Response[TicketView]:

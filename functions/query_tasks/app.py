@@ -1,4 +1,4 @@
-"""GET /api/v1/tasks, /tasks/{id}, /tasks/{id}/attempts, /artifacts, /events; /usage; /health; /openapi.json."""
+"""GET /api/v1/tasks, /tasks/{id}, /tasks/{id}/attempts, /artifacts, /events; /usage; /health; /openapi.json, /docs."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from uuid import UUID
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aitasks import bootstrap
-from aitasks.http import problems
+from aitasks.http import problems, web
 from aitasks.http.context import STATUS_LIST, TYPE_LIST, task_filter, tenant
+from aitasks.http.middleware import conditional_get
 from aitasks.http.models import ArtifactView, AttemptView, EventView, TaskView, UsageView, dump
-from aitasks.http.openapi import responses
+from aitasks.http.openapi import IF_NONE_MATCH, PAGE_HEADERS, responses
 from aitasks.http.paging import link_header
 
 logger = Logger()
@@ -29,21 +30,65 @@ problems.install(app)
 
 
 @app.get(
-    "/api/v1/health", summary="Liveness (no authentication)", security=[{}], responses=responses(200, dict[str, str])
+    "/api/v1/health",
+    operation_id="getHealth",
+    tags=["meta"],
+    summary="Liveness (no authentication)",
+    description="Answers 200 while the function runs; it does not touch the database.",
+    security=[{}],
+    responses=responses(200, dict[str, str]),
 )
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/api/v1/openapi.json", summary="This API's OpenAPI document", responses=responses(200, dict[str, Any], 401))
-def openapi() -> dict[str, Any]:
+def _document() -> dict[str, Any]:
     return json.loads(resources.files("aitasks.http").joinpath("openapi.json").read_text())  # type: ignore[no-any-return]
 
 
 @app.get(
+    "/openapi.json",
+    operation_id="getOpenApiDocument",
+    tags=["meta"],
+    summary="This API's OpenAPI document (no authentication)",
+    description="The OpenAPI 3.1 document of every route of the API, as docs/openapi.json; Swagger UI over it is "
+    "at `/docs`. With an `ETag`: send it back in `If-None-Match` for a 304.",
+    security=[{}],
+    responses=responses(200, dict[str, Any], etag=True),
+    middlewares=[conditional_get],
+)
+def openapi() -> dict[str, Any]:
+    return _document()
+
+
+@app.get(
+    "/api/v1/openapi.json",
+    operation_id="getOpenApiDocumentWithKey",
+    tags=["meta"],
+    summary="The same OpenAPI document, under the API's prefix and behind the key",
+    description="Kept for clients that read it here; `/openapi.json` serves the same document without a key.",
+    deprecated=True,
+    responses=responses(200, dict[str, Any], 401, etag=True),
+    middlewares=[conditional_get],
+)
+def openapi_with_key() -> dict[str, Any]:
+    return _document()
+
+
+@app.get("/docs", include_in_schema=False, middlewares=[conditional_get])
+def docs() -> Response[str]:
+    page, headers = web.api_docs(_document(), app.current_event.request_context.path)
+    return Response(200, "text/html; charset=utf-8", page, headers)
+
+
+@app.get(
     "/api/v1/tasks",
+    operation_id="listTasks",
+    tags=["tasks"],
     summary="List the tenant's tasks, newest first (X-Total-Count, Link)",
-    responses=responses(200, list[TaskView], 401, 422, 429, 503),
+    description="A page of the tenant's tasks, filtered by status and type. `X-Total-Count` counts every match; "
+    "`Link` has `next` and `prev`. An item's payload over 16 KiB is null (GET the task for it).",
+    responses=responses(200, list[TaskView], 401, 422, 429, 503, headers=PAGE_HEADERS),
 )
 def list_tasks(
     status: Annotated[str | None, Query(description="comma-separated statuses", pattern=STATUS_LIST)] = None,
@@ -59,14 +104,30 @@ def list_tasks(
     return Response(200, "application/json", dump([TaskView.of(t, in_list=True) for t in found.tasks]), headers)
 
 
-@app.get("/api/v1/tasks/<task_id>", summary="One task", responses=responses(200, TaskView, 401, 404, 422, 429, 503))
-def get_task(task_id: UUID) -> TaskView:
+@app.get(
+    "/api/v1/tasks/<task_id>",
+    operation_id="getTask",
+    tags=["tasks"],
+    summary="One task",
+    description="The task as it is now: status, why it waits, attempts so far, tokens and cost. With an `ETag`: "
+    "poll with `If-None-Match` and an unchanged task answers 304 with no body.",
+    responses=responses(200, TaskView, 401, 404, 422, 429, 503, etag=True),
+    middlewares=[conditional_get],
+)
+def get_task(
+    task_id: UUID,
+    # Declared for the document; conditional_get answers it once the task's body is made.
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", description=IF_NONE_MATCH)] = None,
+) -> TaskView:
     return TaskView.of(bootstrap.get_task()(tenant(app), task_id))
 
 
 @app.get(
     "/api/v1/tasks/<task_id>/attempts",
+    operation_id="listTaskAttempts",
+    tags=["tasks"],
     summary="The task's attempts, in order",
+    description="One entry per model call: its model, tokens, cost, latency and, when it failed, its error.",
     responses=responses(200, list[AttemptView], 401, 404, 422, 429, 503),
 )
 def get_attempts(task_id: UUID) -> list[AttemptView]:
@@ -75,7 +136,10 @@ def get_attempts(task_id: UUID) -> list[AttemptView]:
 
 @app.get(
     "/api/v1/tasks/<task_id>/artifacts",
+    operation_id="listTaskArtifacts",
+    tags=["tasks"],
     summary="The task's outputs",
+    description="What the task produced, oldest first: text or JSON content, or a file or link by its URI.",
     responses=responses(200, list[ArtifactView], 401, 404, 422, 429, 503),
 )
 def get_artifacts(task_id: UUID) -> list[ArtifactView]:
@@ -84,7 +148,11 @@ def get_artifacts(task_id: UUID) -> list[ArtifactView]:
 
 @app.get(
     "/api/v1/tasks/<task_id>/events",
+    operation_id="listTaskEvents",
+    tags=["tasks"],
     summary="The task's state history: the events it published, in order (kept 7 days after publication)",
+    description="The task's domain events (task.created, task.queued, task.started, ...) ordered by `seq`, as "
+    "EventBridge subscribers and the live-updates WebSocket receive them.",
     responses=responses(200, list[EventView], 401, 404, 422, 429, 503),
 )
 def get_events(task_id: UUID) -> list[EventView]:
@@ -93,7 +161,11 @@ def get_events(task_id: UUID) -> list[EventView]:
 
 @app.get(
     "/api/v1/usage",
+    operation_id="getUsage",
+    tags=["usage"],
     summary="The tenant's month: budget, spent and held per model, concurrency, running and queued tasks",
+    description="Spent is what ended attempts cost this calendar month (UTC); held is what running attempts may "
+    "cost at most. A task whose worst case does not fit the budget waits (`waitingFor: budget`).",
     responses=responses(200, UsageView, 401, 429, 503),
 )
 def get_usage() -> UsageView:

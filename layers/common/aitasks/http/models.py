@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 from aitasks.application.tasks import NewTask
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus, WaitingFor
 from aitasks.domain.task_types import payload_size
+from aitasks.http import examples
 
 if TYPE_CHECKING:
     from aitasks.application.limits import Usage
@@ -55,7 +56,7 @@ def _rfc3339_text(value: object) -> object:
 
 
 class CreateTaskRequest(CamelModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": examples.CREATE_TASK})
 
     type: TaskType = Field(description="a registered task type")
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=9, description="0 is the most urgent")
@@ -94,6 +95,8 @@ class CreateTaskRequest(CamelModel):
 
 
 class TaskView(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TASK]})
+
     id: UUID
     type: str
     priority: int
@@ -151,6 +154,8 @@ class TaskView(CamelModel):
 
 
 class AttemptView(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.ATTEMPT]})
+
     attempt_no: int
     status: str
     model: str | None
@@ -169,6 +174,8 @@ class AttemptView(CamelModel):
 
 
 class ArtifactView(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.ARTIFACT]})
+
     id: UUID
     kind: Literal["text", "json", "file", "link"]
     content: str | None
@@ -182,6 +189,8 @@ class ArtifactView(CamelModel):
 
 class EventView(CamelModel):
     """One step of the task's state history (the events it published, docs/events)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.EVENT]})
 
     id: UUID = Field(description="the event's eventId")
     seq: int = Field(description="grows with each event of the task (not consecutive): the events' order")
@@ -212,6 +221,8 @@ class ModelUsageView(CamelModel):
 class UsageView(CamelModel):
     """The calling tenant's month: its budget, what it spent and holds, per model; its concurrency and its work."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.USAGE]})
+
     period: PeriodView
     budget_usd: Money | None = Field(description="the monthly budget; null: none")
     spent_usd: Money = Field(description="what this month's ended attempts cost")
@@ -237,6 +248,8 @@ class UsageView(CamelModel):
 
 class TicketView(CamelModel):
     """A single-use ticket that opens the live-updates WebSocket: connect to `url?ticket=<ticket>`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TICKET]})
 
     ticket: str
     url: str = Field(description="the WebSocket stage to connect to")

@@ -1,10 +1,14 @@
-"""Serving the dashboard: its files, and the security headers every page response carries."""
+"""Serving the dashboard (its files, and the security headers every page response carries) and Swagger UI."""
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import json
 import re
-from typing import TYPE_CHECKING
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -75,3 +79,68 @@ def _read(folder: Path, name: str) -> tuple[str, str] | None:
     if not path.is_file():
         return None
     return CONTENT_TYPES[name.rsplit(".", 1)[1]], path.read_text(encoding="utf-8")
+
+
+# Swagger UI as Powertools ships it (no CDN): the page inlines it, so it needs nothing but this one response.
+SWAGGER_UI = "aws_lambda_powertools.event_handler.openapi.swagger_ui"
+_START = """SwaggerUIBundle({
+  dom_id: "#swagger-ui",
+  spec: JSON.parse(document.getElementById("openapi").textContent),
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout",
+  deepLinking: true,
+  filter: true,
+  tryItOutEnabled: false,
+});"""
+
+
+def api_docs(document: dict[str, Any], path_seen: str | None) -> tuple[str, dict[str, str]]:
+    """(HTML, headers) of Swagger UI over `document`, served at `.../docs`.
+
+    "Try it out" calls the server the page came from: the document's server is replaced by the path the page was
+    called at (`path_seen`, requestContext.path: `/v1/docs` on AWS) less `/docs`, so that it also works under a
+    custom domain's base path or a local emulator's prefix."""
+    if path_seen and path_seen.endswith("/docs"):
+        document = {**document, "servers": [{"url": path_seen.removesuffix("/docs") or "/"}]}
+    # In a JSON data block: the browser runs nothing in it, and `<\/` keeps `</script>` in a string from ending it.
+    spec = json.dumps(document).replace("</", "<\\/")
+    bundle, css = _swagger_ui()
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>aitasks API</title>\n'
+        f'<style>{css}</style>\n</head>\n<body>\n<div id="swagger-ui"></div>\n'
+        f'<script id="openapi" type="application/json">{spec}</script>\n'
+        f"<script>{bundle}</script>\n<script>{_START}</script>\n</body>\n</html>\n"
+    )
+    policy = "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {_sha256(bundle)} {_sha256(_START)}",  # these two scripts, nothing else
+            "style-src 'unsafe-inline'",  # Swagger UI sets styles from its script
+            "img-src 'self' data:",
+            "connect-src 'self'",  # Try it out: this API only
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    headers = {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+    }
+    return page, headers
+
+
+@functools.cache
+def _swagger_ui() -> tuple[str, str]:
+    folder = resources.files(SWAGGER_UI)
+    return (
+        folder.joinpath("swagger-ui-bundle.min.js").read_text(encoding="utf-8"),
+        folder.joinpath("swagger-ui.min.css").read_text(encoding="utf-8"),
+    )
+
+
+@functools.cache
+def _sha256(script: str) -> str:
+    return f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
