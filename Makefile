@@ -81,11 +81,25 @@ chaos: tools
 bench: tools
 	$(BIN)/python -m bench
 
-lint: $(BIN)/aitasks
+lint: $(BIN)/aitasks lint-openapi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Spectral (npm), pinned, in a folder of its own per version: `spectral:oas` (.spectral.yaml) at zero warnings.
+SPECTRAL_VERSION := 6.16.3
+SPECTRAL := $(TOOLS)/spectral-$(SPECTRAL_VERSION)/node_modules/.bin/spectral
+
+$(SPECTRAL):
+	@command -v npm >/dev/null || { echo "lint-openapi needs Node.js 18+ and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	npm install --prefix $(TOOLS)/spectral-$(SPECTRAL_VERSION) --no-audit --no-fund --loglevel=error \
+		'@stoplight/spectral-cli@$(SPECTRAL_VERSION)'
+
+.PHONY: lint-openapi
+## lint-openapi: the OpenAPI document against Spectral's standard ruleset; any warning fails
+lint-openapi: $(SPECTRAL)
+	$(SPECTRAL) lint --fail-severity=warn docs/openapi.json
 
 format: $(BIN)/aitasks
 	$(BIN)/ruff check --fix .
