@@ -35,12 +35,13 @@ from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import DEFAULT_TIER, Tier
 from aitasks.settings import get_settings
-from aitasks_cli import __version__
+from aitasks_cli import __version__, profiles
 from aitasks_cli import tasks as task_commands
 
 LOCAL_DIR = Path(".local")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="aitasks: asynchronous AI tasks on AWS.")
+app = typer.Typer(no_args_is_help=True, help="aitasks: asynchronous AI tasks on AWS.")
+profiles_app = typer.Typer(no_args_is_help=True, help="Named profiles: an API URL and key each (~/.config/aitasks).")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (talks to the database).")
 local_app = typer.Typer(no_args_is_help=True, help="The local stack (no Docker).")
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants: tiers (usage plans) and limits (the database).")
@@ -56,6 +57,7 @@ app.add_typer(models_app, name="models")
 app.command("demo")(task_commands.demo)
 app.command("usage")(task_commands.usage)
 app.add_typer(local_app, name="local")
+app.add_typer(profiles_app, name="profiles")
 
 
 def _print_version(value: bool) -> None:
@@ -482,3 +484,29 @@ def _load_function(name: str) -> Any:
 
 def main() -> None:
     app()
+
+
+@profiles_app.command("set")
+def profiles_set(
+    name: Annotated[str, typer.Argument(help="the profile's name (default: used when no --profile is given)")],
+    api_url: Annotated[str | None, typer.Option("--api-url", help="the API's base URL, …/api/v1")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="its key; leave out to give it by AITASKS_API_KEY")
+    ] = None,
+) -> None:
+    """Add or change a profile in ~/.config/aitasks/config.toml (written readable by you only)."""
+    if api_url is not None and not api_url.startswith(("http://", "https://")):
+        raise typer.BadParameter("must start with http:// or https://", param_hint="--api-url")
+    path = profiles.save(profiles.Profile(name, api_url, api_key))
+    typer.echo(f"profile {name} saved in {path}")
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """The profiles, their URLs, and whether each has a key."""
+    found = profiles.list_all()
+    if not found:
+        typer.echo(f"no profiles in {profiles.config_path()}", err=True)
+    for p in found:
+        key = "key set" if p.api_key else "key from AITASKS_API_KEY"
+        typer.echo(f"{p.name}\t{p.api_url or '-'}\t{key}")

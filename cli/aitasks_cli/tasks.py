@@ -1,7 +1,9 @@
-"""`aitasks tasks create|get|list|cancel|attempts|artifacts|watch`: the REST API over HTTP.
+"""`aitasks tasks create|get|list|cancel|retry|attempts|artifacts|events|watch` and `aitasks usage`: the REST API,
+through aitasks_client (the project's one HTTP client).
 
-The base URL and key come from --api-url/--api-key, then AITASKS_API_URL/AITASKS_API_KEY, then .local/api_url
-and .local/api_key (written by `make run`). Exit codes: 0 ok, 1 the API answered with a problem, 2 usage error,
+The base URL and key come from --api-url/--api-key, then AITASKS_API_URL/AITASKS_API_KEY, then the profile
+(--profile or AITASKS_PROFILE, else `default`) in ~/.config/aitasks/config.toml, then .local/api_url and
+.local/api_key (written by `make run`). Exit codes: 0 ok, 1 the API answered with a problem, 2 usage error,
 3 the API cannot be reached, 4 a waited-for task ended without succeeding, 130 interrupted.
 """
 
@@ -21,6 +23,7 @@ from uuid import UUID
 
 import httpx2
 import typer
+from aitasks_client import AitasksError, APIStatusError, Client, Task
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -28,7 +31,7 @@ from rich.text import Text
 
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_ATTEMPTS_CEILING, TaskStatus
 from aitasks.domain.task_types import REGISTRY
-from aitasks_cli.api_client import AitasksApi, ApiProblem, ApiUnreachableError
+from aitasks_cli import profiles
 
 T = TypeVar("T")
 LOCAL_DIR = Path(".local")
@@ -55,55 +58,76 @@ err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap
 
 ApiUrl = Annotated[
     str | None,
-    typer.Option("--api-url", envvar="AITASKS_API_URL", show_envvar=True, help="…/api/v1; else .local/api_url"),
+    typer.Option("--api-url", envvar="AITASKS_API_URL", show_envvar=True, help="…/api/v1; else the profile's"),
 ]
 ApiKey = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="AITASKS_API_KEY", show_envvar=True, help="else .local/api_key"),
+    typer.Option("--api-key", envvar="AITASKS_API_KEY", show_envvar=True, help="else the profile's"),
+]
+Profile = Annotated[
+    str | None,
+    typer.Option("--profile", envvar="AITASKS_PROFILE", show_envvar=True, help="a profile of the config file"),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON, for scripts")]
 TaskId = Annotated[UUID, typer.Argument(help="the task's id")]
 
 
-def _setting(value: str | None, file: str, what: str) -> str:
+def _setting(value: str | None, from_profile: str | None, file: str, what: str) -> str:
     if value:
         return value
+    if from_profile:
+        return from_profile
     saved = LOCAL_DIR / file
     if saved.is_file():
         return saved.read_text().strip()
-    err.print(f"error: no {what}: pass --{what.replace(' ', '-')}, set AITASKS_{what.replace(' ', '_').upper()}, "
-              "or start the local stack with `make run`")  # fmt: skip
+    flag = what.replace(" ", "-")
+    err.print(f"error: no {what}: pass --{flag}, set AITASKS_{what.replace(' ', '_').upper()}, add a profile "
+              f"(aitasks profiles set default --{flag} ...), or start the local stack with `make run`")  # fmt: skip
     raise typer.Exit(EXIT_USAGE)
 
 
-def _api(api_url: str | None, api_key: str | None) -> AitasksApi:
-    url = _setting(api_url, "api_url", "api url")
+def _api(api_url: str | None, api_key: str | None, profile: str | None = None) -> Client:
+    try:
+        found = profiles.load(profile)
+    except profiles.ProfileError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    url = _setting(api_url, found.api_url, "api_url", "api url")
     if not url.startswith(("http://", "https://")):
         err.print(f"error: the API URL must start with http:// or https://, not {url!r}")
         raise typer.Exit(EXIT_USAGE)
-    return AitasksApi(url, _setting(api_key, "api_key", "api key"), transport=transport)
+    return Client(url, _setting(api_key, found.api_key, "api_key", "api key"), transport=transport)
 
 
-def _call(api_url: str | None, api_key: str | None, request: Callable[[AitasksApi], T]) -> T:
+def _call(api_url: str | None, api_key: str | None, profile: str | None, request: Callable[[Client], T]) -> T:
     """One request to the API; a problem or an unreachable API ends the command with its exit code."""
-    with _api(api_url, api_key) as api:
+    with _api(api_url, api_key, profile) as api:
         try:
             return request(api)
-        except (ApiProblem, ApiUnreachableError) as exc:
+        except AitasksError as exc:
             _fail(exc)
 
 
-def _fail(exc: Exception) -> NoReturn:
-    if isinstance(exc, ApiProblem):
-        detail = f": {exc.detail}" if exc.detail and exc.detail != exc.title else ""
-        err.print(Text.assemble((f"{exc.status} {exc.title}", "red"), detail))
+def _fail(exc: AitasksError) -> NoReturn:
+    if isinstance(exc, APIStatusError):
+        problem = exc.problem
+        detail = f": {problem.detail}" if problem.detail and problem.detail != problem.title else ""
+        fields = "; ".join(f"{e.field}: {e.message}" for e in problem.errors or [])
+        err.print(Text.assemble((f"{problem.status} {problem.title}", "red"), detail, f": {fields}" if fields else ""))
         raise typer.Exit(EXIT_PROBLEM) from None
     err.print(f"error: cannot reach the API: {exc}")
     raise typer.Exit(EXIT_UNREACHABLE) from None
 
 
+def _wire(value: Any) -> Any:
+    """A model (or a list of them) as the API's JSON: camelCase, decimals and times as strings."""
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    return value.model_dump(mode="json", by_alias=True) if hasattr(value, "model_dump") else value
+
+
 def _print_json(value: Any) -> None:
-    out.print_json(json.dumps(value))
+    out.print_json(json.dumps(_wire(value)))
 
 
 def _status(status: str) -> Text:
@@ -202,26 +226,28 @@ def create(
     wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the task to its end and print the output")] = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    profile: Profile = None,
     as_json: AsJson = False,
 ) -> None:
-    """Submit a task (202: it is queued); with --wait, follow it live and print its output."""
-    payload: dict[str, Any] = {"prompt": prompt}
-    for key, value in (("context", _read_context(context)), ("model", model), ("params", _params(param or [], schema))):
-        if value is not None:
-            payload[key] = value
-    body: dict[str, Any] = {"type": type_, "payload": payload, "priority": priority, "maxAttempts": max_attempts}
-    if at is not None:
-        body["scheduledAt"] = parse_at(at).isoformat().replace("+00:00", "Z")
-    if max_cost_usd is not None:
-        body["maxCostUsd"] = max_cost_usd  # a decimal string: the API checks it
-    with _api(api_url, api_key) as api:
+    """Submit a task (202: it is queued); with --wait, follow it live and print its output.
+
+    An Idempotency-Key is made unless given, and reused if the request has to be tried again: one task."""
+    context_text = _read_context(context)
+    params = _params(param or [], schema)
+    scheduled_at = parse_at(at) if at is not None else None
+    with _api(api_url, api_key, profile) as api:
         try:
-            task = api.create(body, idempotency_key=idempotency_key)
+            created = api.create(
+                type_, prompt, context=context_text, model=model, params=params, priority=priority,
+                scheduled_at=scheduled_at, max_attempts=max_attempts, max_cost_usd=max_cost_usd,
+                idempotency_key=idempotency_key,
+            )  # fmt: skip
             if wait:
-                _wait(api, task, as_json)
+                _wait(api, created, as_json)
                 return
-        except (ApiProblem, ApiUnreachableError) as exc:
+        except AitasksError as exc:
             _fail(exc)
+    task = _wire(created)
     if as_json:
         _print_json(task)
         return
@@ -229,21 +255,20 @@ def create(
     out.print(Text.assemble(_status(task["status"]), f" {task['id']} {task['type']}{when}"))
 
 
-def _wait(api: AitasksApi, task: dict[str, Any], as_json: bool) -> None:
-    started, delay = time.monotonic(), 0.25
+def _wait(api: Client, created: Task, as_json: bool) -> None:
+    """Follow the task live (the client's watch: the WebSocket, else polling) and print how it ended."""
+    started = time.monotonic()
+    task: dict[str, Any] = _wire(created)
     try:
         with err.status("", spinner="dots") as spinner:
-            while TaskStatus(task["status"]) not in TERMINAL:
+            for state in api.watch(created.id, poll_interval=1.0):
+                task = _wire(state)
                 attempt = f" · attempt {task['attemptCount']}/{task['maxAttempts']}" if task["attemptCount"] else ""
-                waited = f" · {time.monotonic() - started:.0f} s"
-                spinner.update(Text.assemble(f"{task['id']} ", _state(task), attempt, waited))
-                time.sleep(delay)
-                delay = min(delay * 1.5, 2.0)
-                task = api.get(task["id"])
+                spinner.update(Text.assemble(f"{task['id']} ", _state(task), attempt))
     except KeyboardInterrupt:
         err.print(f"stopped waiting; the task goes on: aitasks tasks get {task['id']}")
         raise typer.Exit(130) from None
-    artifacts = api.artifacts(task["id"]) if task["status"] == TaskStatus.SUCCEEDED else []
+    artifacts = _wire(api.artifacts(task["id"])) if task["status"] == TaskStatus.SUCCEEDED else []
     if as_json:
         _print_json({"task": task, "artifacts": artifacts})
     else:
@@ -276,9 +301,11 @@ def _print_artifact(artifact: dict[str, Any]) -> None:
 
 
 @app.command("get")
-def get(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+def get(
+    task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False
+) -> None:
     """One task: status, attempts so far, tokens and cost."""
-    task = _call(api_url, api_key, lambda api: api.get(str(task_id)))
+    task = _wire(_call(api_url, api_key, profile, lambda api: api.get(task_id)))
     if as_json:
         _print_json(task)
         return
@@ -298,7 +325,7 @@ def get(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json
         rows.append(("scheduled", task["scheduledAt"]))
     if task.get("lastError"):
         rows.append(("last error", task["lastError"]))
-    rows.append(("prompt", task["payload"].get("prompt", "")))
+    rows.append(("prompt", (task["payload"] or {}).get("prompt", "")))
     for name, value in rows:
         table.add_row(Text(name, style="bold"), value)
     out.print(table)
@@ -334,27 +361,32 @@ def list_(
     page_size: Annotated[int, typer.Option("--page-size", min=1, max=100)] = 20,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    profile: Profile = None,
     as_json: AsJson = False,
 ) -> None:
     """Your tasks, newest first, a page at a time."""
     result = _call(
         api_url,
         api_key,
-        lambda api: api.list(statuses=[s.value for s in status or []], types=type_, page=page, page_size=page_size),
+        profile,
+        lambda api: api.list_page(status=[s.value for s in status or []], type=type_, page=page, page_size=page_size),
     )
+    items = _wire(result.items)
     if as_json:
-        _print_json({"items": result.items, "total": result.total, "page": page, "pageSize": page_size})
+        _print_json({"items": items, "total": result.total, "page": page, "pageSize": page_size})
         return
-    out.print(_tasks_table(result.items))
+    out.print(_tasks_table(items))
     pages = -(-(result.total or 0) // page_size)
     more = f"; next: --page {page + 1}" if result.has_next else ""
     err.print(f"page {page} of {max(pages, 1)} · {result.total} task(s){more}")
 
 
 @app.command("cancel")
-def cancel(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+def cancel(
+    task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False
+) -> None:
     """Cancel a task: at once if it is not running, else its executor stops the run."""
-    task = _call(api_url, api_key, lambda api: api.cancel(str(task_id)))
+    task = _wire(_call(api_url, api_key, profile, lambda api: api.cancel(task_id)))
     if as_json:
         _print_json(task)
     elif task["status"] == TaskStatus.CANCELLED:
@@ -364,9 +396,42 @@ def cancel(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_j
 
 
 @app.command("attempts")
-def attempts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+@app.command("retry")
+def retry(
+    task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False
+) -> None:
+    """Run a dead-lettered or cancelled task again: queued, its attempts start afresh."""
+    task = _wire(_call(api_url, api_key, profile, lambda api: api.retry(task_id)))
+    if as_json:
+        _print_json(task)
+    else:
+        out.print(Text.assemble(_state(task), f" {task['id']} {task['type']}"))
+
+
+@app.command("events")
+def events(
+    task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False
+) -> None:
+    """The task's history: every event, in order (seq)."""
+    rows = _wire(_call(api_url, api_key, profile, lambda api: api.events(task_id)))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("seq", "at", "event", "status", "attempt"):
+        table.add_column(column, no_wrap=True, justify="right" if column in {"seq", "attempt"} else "left")
+    for e in rows:
+        status = _status(e["status"]) if e["status"] else Text("—")
+        table.add_row(str(e["seq"]), e["occurredAt"], e["eventType"], status, str(e["attemptNo"] or ""))
+    out.print(table)
+
+
+@app.command("attempts")
+def attempts(
+    task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False
+) -> None:
     """Every attempt: model, tokens, cost, latency and error."""
-    rows = _call(api_url, api_key, lambda api: api.attempts(str(task_id)))
+    rows = _wire(_call(api_url, api_key, profile, lambda api: api.attempts(task_id)))
     if as_json:
         _print_json(rows)
         return
@@ -381,9 +446,9 @@ def attempts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as
     out.print(table)
 
 
-def usage(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+def usage(api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False) -> None:
     """Your month: the budget, what your tasks spent and hold, per model; your concurrency, running and queued."""
-    found = _call(api_url, api_key, lambda api: api.usage())
+    found = _wire(_call(api_url, api_key, profile, lambda api: api.usage()))
     if as_json:
         _print_json(found)
         return
@@ -408,9 +473,11 @@ def usage(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = Fals
 
 
 @app.command("artifacts")
-def artifacts(task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+def artifacts(
+    task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False
+) -> None:
     """The task's outputs (JSON output pretty-printed)."""
-    rows = _call(api_url, api_key, lambda api: api.artifacts(str(task_id)))
+    rows = _wire(_call(api_url, api_key, profile, lambda api: api.artifacts(task_id)))
     if as_json:
         _print_json(rows)
         return
@@ -429,6 +496,7 @@ def watch(
     timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="stop after this many seconds")] = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    profile: Profile = None,
     as_json: AsJson = False,
 ) -> None:
     """A live table of your recent tasks and their status changes (with --json: one change per line)."""
@@ -437,9 +505,9 @@ def watch(
     try:
         # With --json no live table: Live would also capture stdout, where the change lines go.
         live = contextlib.nullcontext() if as_json else Live(console=err, auto_refresh=False)
-        with _api(api_url, api_key) as api, live:
+        with _api(api_url, api_key, profile) as api, live:
             while True:
-                tasks = [api.get(str(task_id))] if task_id else api.list(page_size=20).items
+                tasks = _wire([api.get(task_id)] if task_id else api.list_page(page_size=20).items)
                 changed = {t["id"] for t in tasks if seen.get(t["id"]) != t["status"]}
                 for t in tasks:
                     if t["id"] in changed:
@@ -451,7 +519,7 @@ def watch(
                 if done or (deadline is not None and time.monotonic() >= deadline):
                     return
                 time.sleep(interval)
-    except (ApiProblem, ApiUnreachableError) as exc:
+    except AitasksError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -482,6 +550,7 @@ FAIL_FOR_GOOD = {"fake": {"failAttempts": 5, "error": "bad_request"}}
 def demo(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    profile: Profile = None,
     timeout: Annotated[float, typer.Option("--timeout", min=10, help="give up after this many seconds")] = 180,
 ) -> None:
     """Submit a few tasks of every kind to the local stack and show them reach their final states."""
@@ -500,13 +569,13 @@ def demo(
         ("cancelled", {"type": "chat", "scheduledAt": (now + timedelta(hours=1)).isoformat(),
                        "payload": {"prompt": "Never mind"}}),
     ]  # fmt: skip
-    with _api(api_url, api_key) as api:
+    with _api(api_url, api_key, profile) as api:
         try:
-            tasks = [(what, api.create(body)) for what, body in plan]
+            tasks = [(what, _wire(api.create(**_create_args(body)))) for what, body in plan]
             what, to_cancel = tasks[-1]
-            tasks[-1] = (what, api.cancel(to_cancel["id"]))
+            tasks[-1] = (what, _wire(api.cancel(to_cancel["id"])))
             finished = _follow(api, tasks, time.monotonic() + timeout)
-        except (ApiProblem, ApiUnreachableError) as exc:
+        except AitasksError as exc:
             _fail(exc)
     err.print("details: aitasks tasks attempts <id> · aitasks tasks artifacts <id> · aitasks tasks list")
     if not finished:
@@ -514,16 +583,24 @@ def demo(
         raise typer.Exit(EXIT_TASK_FAILED)
 
 
-def _follow(api: AitasksApi, tasks: list[tuple[str, dict[str, Any]]], deadline: float) -> bool:
+def _create_args(body: dict[str, Any]) -> dict[str, Any]:
+    """A request body of the plan as the client's arguments."""
+    scheduled = body.get("scheduledAt")
+    return {"type": body["type"], "payload": body["payload"], "priority": body.get("priority"),
+            "max_attempts": body.get("maxAttempts"),
+            "scheduled_at": datetime.fromisoformat(scheduled) if scheduled else None}  # fmt: skip
+
+
+def _follow(api: Client, tasks: list[tuple[str, dict[str, Any]]], deadline: float) -> bool:
     """Refresh the table until every task has ended (True) or the deadline passes (False)."""
     started = time.monotonic()
     outputs: dict[str, str] = {}
     with Live(console=out, auto_refresh=False) as live:
         while True:
-            tasks = [(what, t if TaskStatus(t["status"]) in TERMINAL else api.get(t["id"])) for what, t in tasks]
+            tasks = [(what, t if TaskStatus(t["status"]) in TERMINAL else _wire(api.get(t["id"]))) for what, t in tasks]
             for _, t in tasks:
                 if t["status"] == TaskStatus.SUCCEEDED and t["id"] not in outputs:
-                    contents = [a.get("content") or "" for a in api.artifacts(t["id"])]
+                    contents = [a.content or "" for a in api.artifacts(t["id"])]
                     outputs[t["id"]] = " ".join(" ".join(contents).split())
             live.update(_demo_table(tasks, outputs, time.monotonic() - started), refresh=True)
             if all(TaskStatus(t["status"]) in TERMINAL for _, t in tasks):

@@ -27,6 +27,7 @@ def transport(api, db, monkeypatch: pytest.MonkeyPatch, tmp_path) -> HandlerTran
     handler_transport = HandlerTransport()
     monkeypatch.setattr(cli_api, "transport", handler_transport)
     monkeypatch.setattr(cli_api, "LOCAL_DIR", tmp_path)  # no .local fallback unless a test writes one
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no profile unless a test writes one
     monkeypatch.setenv("AITASKS_API_URL", BASE)
     monkeypatch.setenv("AITASKS_API_KEY", KEY)
     return handler_transport
@@ -230,3 +231,61 @@ def test_usage_prints_the_month_and_json_is_the_apis_body(transport, api, db) ->
     body = json.loads(CliRunner().invoke(app, ["usage", "--json"], catch_exceptions=False).stdout)
     assert set(body) == {"period", "budgetUsd", "spentUsd", "reservedUsd", "maxConcurrency", "running", "queued",
                          "byModel"}  # fmt: skip
+
+
+def test_retry_and_events(transport, api) -> None:
+    failed = created_id(
+        "-p", "Fail", "--max-attempts", "1", "--param", 'fake={"failAttempts": 1, "error": "bad_request"}'
+    )
+    drain(api)
+    retried = run("retry", failed)
+    assert retried.exit_code == 0 and retried.stdout.startswith("queued ") and failed in retried.stdout
+    drain(api)
+    shown = json.loads(run("events", failed, "--json").stdout)
+    kinds = [e["eventType"] for e in shown]
+    assert kinds[:2] == ["task.created", "task.queued"] and "task.dead_lettered" in kinds
+    assert kinds[-1] == "task.succeeded" and [e["seq"] for e in shown] == sorted(e["seq"] for e in shown)
+    table = run("events", failed)
+    assert table.exit_code == 0 and "task.dead_lettered" in table.stdout and "seq" in table.stdout
+    again = run("retry", failed)
+    assert again.exit_code == 1 and "409" in again.stderr
+
+
+def test_profiles_give_the_url_and_key(transport, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv("AITASKS_API_URL")
+    monkeypatch.delenv("AITASKS_API_KEY")
+    saved = CliRunner().invoke(app, ["profiles", "set", "default", "--api-url", BASE, "--api-key", KEY])
+    assert saved.exit_code == 0, saved.output
+    config = tmp_path / "config" / "aitasks" / "config.toml"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert run("list").exit_code == 0  # the default profile
+
+    CliRunner().invoke(app, ["profiles", "set", "staging", "--api-url", BASE])  # no key: the environment's
+    assert run("list", "--profile", "staging").exit_code == 2  # no key anywhere: a usage error
+    monkeypatch.setenv("AITASKS_API_KEY", KEY)
+    assert run("list", "--profile", "staging").exit_code == 0
+    monkeypatch.setenv("AITASKS_PROFILE", "nope")
+    missing = run("list")
+    assert missing.exit_code == 2 and "no profile 'nope'" in missing.stderr
+    listed = CliRunner().invoke(app, ["profiles", "list"]).stdout
+    assert "default" in listed and "staging" in listed and KEY not in listed
+
+
+def test_version_and_shell_completion() -> None:
+    from aitasks_client import __version__
+
+    version = CliRunner().invoke(app, ["--version"])
+    assert (version.exit_code, version.stdout.strip()) == (0, f"aitasks {__version__}")
+    # the installed command completes its own words (what --install-completion wires into the shell)
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = str(Path(sys.executable).with_name("aitasks"))
+    env = {**os.environ, "_AITASKS_COMPLETE": "complete_bash", "COMP_WORDS": "aitasks tasks re", "COMP_CWORD": "2"}
+    words = subprocess.run([command], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert words == ["redrive", "retry"]
+    script = subprocess.run([command, "--show-completion", "bash"], env={**os.environ, "SHELL": "/bin/bash"},
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "_AITASKS_COMPLETE=complete_bash" in script

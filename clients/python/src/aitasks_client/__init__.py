@@ -26,6 +26,7 @@ from aitasks_client.errors import (
     PermissionDeniedError,
     RateLimitError,
     ServiceUnavailableError,
+    UnexpectedResponseError,
     UnprocessableEntityError,
     WaitTimeoutError,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "TaskPage",
     "TaskStatus",
     "Ticket",
+    "UnexpectedResponseError",
     "UnprocessableEntityError",
     "Usage",
     "WaitTimeoutError",

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx2
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from aitasks_client._version import __version__
-from aitasks_client.errors import AitasksError, APIConnectionError, APITimeoutError
+from aitasks_client.errors import AitasksError, APIConnectionError, APITimeoutError, UnexpectedResponseError
 from aitasks_client.models import Task
 
 if TYPE_CHECKING:
@@ -168,11 +168,21 @@ def event_task_id(frame: str | bytes) -> str | None:
 
 
 def parse(model: type[M], response: httpx2.Response) -> M:
-    return model.model_validate_json(response.content)
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        raise _unexpected(response) from None
 
 
 def parse_list(model: type[M], response: httpx2.Response) -> list[M]:
-    return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
+    try:
+        return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
+    except ValidationError:
+        raise _unexpected(response) from None
+
+
+def _unexpected(response: httpx2.Response) -> UnexpectedResponseError:
+    return UnexpectedResponseError(response.status_code, response.headers.get("Content-Type"), str(response.url))
 
 
 # -- trying again ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ServiceUnavailableError",
+    "UnexpectedResponseError",
     "UnprocessableEntityError",
     "WaitTimeoutError",
 ]
@@ -134,6 +135,14 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     429: RateLimitError,
     503: ServiceUnavailableError,
 }
+
+
+class UnexpectedResponseError(AitasksError):
+    """A successful answer that is not the API's (a wrong base URL answered by another server, a proxy's page)."""
+
+    def __init__(self, status: int, content_type: str | None, url: str) -> None:
+        super().__init__(f"not an aitasks answer: {status} {content_type or 'no content type'} from {url}")
+        self.status = status
 
 
 class WaitTimeoutError(AitasksError, TimeoutError):
