@@ -15,6 +15,7 @@ from aitasks_cli.main import app
 
 ROOT = Path(__file__).parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+CLIENT = tomllib.loads((ROOT / "clients/python/pyproject.toml").read_text())["project"]
 OURS = {"aitasks", "aitasks-client"}  # this repository's distributions, installed from their folders
 VERSION = ROOT / "clients/python/src/aitasks_client/VERSION"
 
@@ -47,7 +48,8 @@ def test_the_layer_pins_exactly_the_runtime_dependencies_within_their_ranges() -
 
 def test_the_dev_lock_pins_every_requirement_of_every_extra_within_its_range() -> None:
     locked = pins(ROOT / "requirements/dev.lock")
-    wanted = [*PROJECT["dependencies"], *(r for extra in PROJECT["optional-dependencies"].values() for r in extra)]
+    extras = [r for extra in PROJECT["optional-dependencies"].values() for r in extra]
+    wanted = [*PROJECT["dependencies"], *extras, *CLIENT["dependencies"]]
     for requirement in map(Requirement, wanted):
         name = canonicalize_name(requirement.name)
         if name in OURS:
