@@ -13,7 +13,7 @@ MINISTACK := $(TOOLS)/ministack/bin/ministack
 UV := $(TOOLS)/uv/bin/uv
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run demo logs test test-unit test-integration test-e2e chaos bench lint format validate build openapi check clean lock
+.PHONY: run demo logs test test-unit test-integration test-e2e chaos bench lint format validate build openapi check clean lock client-wheel
 
 # The pinned set from requirements/dev.lock (`make lock`), then this repository's two distributions on top of it:
 # the client (clients/python) and aitasks (the runtime in layers/common, the tooling in cli/), editable.
@@ -115,8 +115,16 @@ build: $(SAM)
 openapi: $(BIN)/aitasks
 	$(BIN)/aitasks openapi
 
+## client-wheel: the client's wheel, installed alone into a fresh virtual environment, answers a scripted call
+client-wheel:
+	rm -rf .local/client-wheel && mkdir -p .local/client-wheel
+	$(PYTHON) -m venv .local/client-wheel/venv
+	.local/client-wheel/venv/bin/pip wheel --quiet --no-deps --wheel-dir .local/client-wheel clients/python
+	.local/client-wheel/venv/bin/pip install --quiet .local/client-wheel/aitasks_client-*.whl
+	cd .local/client-wheel && venv/bin/python ../../clients/python/smoke.py
+
 ## check: everything CI runs
-check: lint validate test
+check: lint validate test client-wheel
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
