@@ -3,9 +3,8 @@ imports, builds a create with its Idempotency-Key, retries a 503 and raises a ty
 
 import json
 
-import httpx2
-
 import aitasks_client
+import httpx2
 from aitasks_client import Client, NotFoundError
 
 seen: list[httpx2.Request] = []
