@@ -77,7 +77,7 @@ def openapi_with_key() -> dict[str, Any]:
 
 @app.get("/docs", include_in_schema=False, middlewares=[conditional_get])
 def docs() -> Response[str]:
-    page, headers = web.api_docs(_document(), app.current_event.request_context.path)
+    page, headers = web.api_docs(_document())
     return Response(200, "text/html; charset=utf-8", page, headers)
 
 

@@ -33,7 +33,7 @@ def conditional_get(app: APIGatewayRestResolver, next_middleware: NextMiddleware
     # no-cache: a client may keep the body, but asks again (with If-None-Match) before it uses it.
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if _matches(app.current_event.headers.get("If-None-Match"), tag):
-        return Response(304, None, None, headers)
+        return Response(304, None, "", headers)  # "": an emulator (MiniStack) fails on a null body
     response.body = body
     response.headers.update(headers)
     return response

@@ -83,25 +83,22 @@ def _read(folder: Path, name: str) -> tuple[str, str] | None:
 
 # Swagger UI as Powertools ships it (no CDN): the page inlines it, so it needs nothing but this one response.
 SWAGGER_UI = "aws_lambda_powertools.event_handler.openapi.swagger_ui"
-_START = """SwaggerUIBundle({
+# "Try it out" calls the deployment the page came from: its URL less `/docs` (the stage, a custom domain's base
+# path, or a local emulator's prefix), found by the browser, which alone knows the whole URL.
+_START = """const spec = JSON.parse(document.getElementById("openapi").textContent);
+spec.servers = [{url: new URL(".", location.href).href.replace(/\\/$/, ""), description: "this deployment"}];
+SwaggerUIBundle({
   dom_id: "#swagger-ui",
-  spec: JSON.parse(document.getElementById("openapi").textContent),
+  spec: spec,
   presets: [SwaggerUIBundle.presets.apis],
   layout: "BaseLayout",
   deepLinking: true,
   filter: true,
-  tryItOutEnabled: false,
 });"""
 
 
-def api_docs(document: dict[str, Any], path_seen: str | None) -> tuple[str, dict[str, str]]:
-    """(HTML, headers) of Swagger UI over `document`, served at `.../docs`.
-
-    "Try it out" calls the server the page came from: the document's server is replaced by the path the page was
-    called at (`path_seen`, requestContext.path: `/v1/docs` on AWS) less `/docs`, so that it also works under a
-    custom domain's base path or a local emulator's prefix."""
-    if path_seen and path_seen.endswith("/docs"):
-        document = {**document, "servers": [{"url": path_seen.removesuffix("/docs") or "/"}]}
+def api_docs(document: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """(HTML, headers) of Swagger UI over `document`, served at `.../docs`."""
     # In a JSON data block: the browser runs nothing in it, and `<\/` keeps `</script>` in a string from ending it.
     spec = json.dumps(document).replace("</", "<\\/")
     bundle, css = _swagger_ui()
