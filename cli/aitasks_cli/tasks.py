@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -23,7 +24,7 @@ from uuid import UUID
 
 import httpx2
 import typer
-from aitasks_client import AitasksError, APIStatusError, Client, Task
+from aitasks_client import AitasksError, APIStatusError, Client, Task, UnexpectedResponseError, __version__
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -58,11 +59,11 @@ err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap
 
 ApiUrl = Annotated[
     str | None,
-    typer.Option("--api-url", envvar="AITASKS_API_URL", show_envvar=True, help="…/api/v1; else the profile's"),
+    typer.Option("--api-url", help="…/api/v1; else --profile's, AITASKS_API_URL, the default profile's, .local"),
 ]
 ApiKey = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="AITASKS_API_KEY", show_envvar=True, help="else the profile's"),
+    typer.Option("--api-key", help="else the chosen profile's, AITASKS_API_KEY, the default profile's, .local"),
 ]
 Profile = Annotated[
     str | None,
@@ -72,31 +73,49 @@ AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON, for 
 TaskId = Annotated[UUID, typer.Argument(help="the task's id")]
 
 
-def _setting(value: str | None, from_profile: str | None, file: str, what: str) -> str:
-    if value:
-        return value
-    if from_profile:
-        return from_profile
+def _local(file: str) -> str | None:
     saved = LOCAL_DIR / file
-    if saved.is_file():
-        return saved.read_text().strip()
-    flag = what.replace(" ", "-")
-    err.print(f"error: no {what}: pass --{flag}, set AITASKS_{what.replace(' ', '_').upper()}, add a profile "
-              f"(aitasks profiles set default --{flag} ...), or start the local stack with `make run`")  # fmt: skip
-    raise typer.Exit(EXIT_USAGE)
+    return saved.read_text().strip() if saved.is_file() else None
 
 
-def _api(api_url: str | None, api_key: str | None, profile: str | None = None) -> Client:
+def _settings(api_url: str | None, api_key: str | None, profile: str | None) -> tuple[str, str]:
+    """The URL and the key, each from the first place that has it: the option; the profile named by --profile or
+    AITASKS_PROFILE; AITASKS_API_URL and AITASKS_API_KEY; the `default` profile; .local (make run). A key is
+    taken from a profile or from .local only together with that place's URL, so that no key goes to another
+    deployment's URL."""
     try:
-        found = profiles.load(profile)
+        chosen = profiles.load(profile)
     except profiles.ProfileError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
-    url = _setting(api_url, found.api_url, "api_url", "api url")
+    env_url, env_key = os.environ.get("AITASKS_API_URL"), os.environ.get("AITASKS_API_KEY")
+    if api_url:
+        url, place_key = api_url, None
+    elif profile and chosen.api_url:
+        url, place_key = chosen.api_url, chosen.api_key
+    elif env_url:
+        url, place_key = env_url, None
+    elif chosen.api_url:
+        url, place_key = chosen.api_url, chosen.api_key
+    else:
+        url, place_key = _local("api_url") or "", _local("api_key")
+    key = api_key or (place_key if profile else None) or env_key or place_key
+    if not url or not key:
+        what = "api-url" if not url else "api-key"
+        err.print(f"error: no {what.replace('-', ' ')}: pass --{what}, set AITASKS_{what.replace('-', '_').upper()}, "
+                  f"add a profile (aitasks profiles set default --{what} ...), or start the local stack with "
+                  "`make run`")  # fmt: skip
+        raise typer.Exit(EXIT_USAGE)
     if not url.startswith(("http://", "https://")):
         err.print(f"error: the API URL must start with http:// or https://, not {url!r}")
         raise typer.Exit(EXIT_USAGE)
-    return Client(url, _setting(api_key, found.api_key, "api_key", "api key"), transport=transport)
+    return url, key
+
+
+def _api(api_url: str | None, api_key: str | None, profile: str | None = None) -> Client:
+    url, key = _settings(api_url, api_key, profile)
+    user_agent = f"aitasks-cli/{__version__} aitasks-client/{__version__} python"
+    return Client(url, key, transport=transport, default_headers={"User-Agent": user_agent})
 
 
 def _call(api_url: str | None, api_key: str | None, profile: str | None, request: Callable[[Client], T]) -> T:
@@ -109,6 +128,9 @@ def _call(api_url: str | None, api_key: str | None, profile: str | None, request
 
 
 def _fail(exc: AitasksError) -> NoReturn:
+    if isinstance(exc, UnexpectedResponseError):
+        err.print(Text.assemble(("not an aitasks answer", "red"), f": {exc}"))
+        raise typer.Exit(EXIT_PROBLEM) from None
     if isinstance(exc, APIStatusError):
         problem = exc.problem
         detail = f": {problem.detail}" if problem.detail and problem.detail != problem.title else ""
@@ -395,7 +417,6 @@ def cancel(
         out.print(Text.assemble(_status(task["status"]), f" {task['id']}: cancel requested; the run stops shortly"))
 
 
-@app.command("attempts")
 @app.command("retry")
 def retry(
     task_id: TaskId, api_url: ApiUrl = None, api_key: ApiKey = None, profile: Profile = None, as_json: AsJson = False

@@ -264,6 +264,10 @@ def test_profiles_give_the_url_and_key(transport, monkeypatch: pytest.MonkeyPatc
     assert run("list", "--profile", "staging").exit_code == 2  # no key anywhere: a usage error
     monkeypatch.setenv("AITASKS_API_KEY", KEY)
     assert run("list", "--profile", "staging").exit_code == 0
+    # a profile named explicitly wins over the environment's URL; its key goes only to its URL
+    monkeypatch.setenv("AITASKS_API_URL", "http://elsewhere.test/v1/api/v1")
+    assert run("list", "--profile", "default").exit_code == 0
+    assert all(r.url.host == "api.test" for r in transport.requests)
     monkeypatch.setenv("AITASKS_PROFILE", "nope")
     missing = run("list")
     assert missing.exit_code == 2 and "no profile 'nope'" in missing.stderr
@@ -289,3 +293,12 @@ def test_version_and_shell_completion() -> None:
     script = subprocess.run([command, "--show-completion", "bash"], env={**os.environ, "SHELL": "/bin/bash"},
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "_AITASKS_COMPLETE=complete_bash" in script
+
+
+def test_an_answer_that_is_not_the_apis_exits_1_and_says_so(transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx2
+
+    page = httpx2.Response(200, headers={"Content-Type": "text/html"}, text="<html>a login page</html>")
+    monkeypatch.setattr(cli_api, "transport", httpx2.MockTransport(lambda request: page))
+    result = run("get", "00000000-0000-0000-0000-000000000000")
+    assert result.exit_code == 1 and result.stderr.startswith("not an aitasks answer")

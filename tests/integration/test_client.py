@@ -93,7 +93,7 @@ def test_a_create_whose_answer_was_lost_is_retried_with_its_key_and_makes_one_ta
         task = client.create("chat", "once")
     # then: two tries with the same key, one task, the one the second answer names
     assert len(seen) == 2 and seen[0].headers["Idempotency-Key"] == seen[1].headers["Idempotency-Key"]
-    assert stored(db) == 1 and client is not None
+    assert stored(db) == 1
     assert str(task.id) == str(db().execute("SELECT id FROM tasks").fetchone()["id"])
 
 
@@ -159,7 +159,7 @@ def test_a_create_retried_across_a_database_pause_makes_exactly_one_task(via_pro
     statuses = [r.headers.get("Idempotency-Key") for r in transport.requests]
     assert statuses.count("pause-1") >= 2 and waits  # a real 503 (or 409 in progress), retried with the same key
     assert stored(db, "idempotency_key = 'pause-1'") == 1
-    assert client is not None and task.status is TaskStatus.QUEUED
+    assert task.status is TaskStatus.QUEUED
 
 
 def test_list_iterates_every_page_once(client: Client, transport: HandlerTransport) -> None:
@@ -274,12 +274,47 @@ def test_watch_follows_a_task_over_the_websocket_and_reads_it_on_each_of_its_eve
 
 
 def test_watch_falls_back_to_polling_when_the_websocket_cannot_open(client: Client, transport, api) -> None:
-    # the in-process API's WebSocket URL points nowhere
+    # the in-process API's WebSocket URL points nowhere (nothing listens on it)
     task = client.create("chat", "poll me")
-    drain(api)
-    with Client(BASE, KEY, transport=transport, sleep=lambda _: None) as watcher:
-        states = [t.status for t in watcher.watch(task.id, timeout=30)]
-    assert states == [TaskStatus.SUCCEEDED]
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        drain(api)
+
+    with Client(BASE, KEY, transport=transport, sleep=sleep) as watcher:
+        states = [t.status for t in watcher.watch(task.id, timeout=30, poll_interval=0.5)]
+    assert states == [TaskStatus.QUEUED, TaskStatus.SUCCEEDED] and polls == [0.5]
+    assert any(r.method == "POST" and r.url.path.endswith("/websocket-tickets") for r in transport.requests)
+
+
+def test_a_dropped_socket_turns_watch_to_polling_and_leaving_watch_closes_it(
+    client: Client, transport: HandlerTransport, api, live: LiveServer
+) -> None:
+    task = client.create("chat", "drop me")
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        drain(api)
+
+    with Client(BASE, KEY, transport=transport, sleep=sleep) as watcher:
+        states = []
+        for state in watcher.watch(str(task.id).upper(), timeout=30, poll_interval=0.5):  # any spelling of the id
+            states.append(state.status)
+            if len(states) == 1:
+                live.connections[0].close()  # API Gateway drops the socket
+    assert states == [TaskStatus.QUEUED, TaskStatus.SUCCEEDED] and polls == [0.5]
+
+    # leaving a watch early (break) closes its socket
+    other = client.create("chat", "leave me")
+    with Client(BASE, KEY, transport=transport) as watcher:
+        for _ in watcher.watch(other.id, timeout=30):
+            break
+    deadline = time.monotonic() + 5
+    while live.connections[-1].state.name != "CLOSED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(live.connections) == 2 and live.connections[-1].state.name == "CLOSED"
 
 
 def test_the_async_client_does_the_same(transport: HandlerTransport, api, db) -> None:
@@ -325,3 +360,35 @@ def test_the_async_watch_follows_the_websocket_too(client: Client, transport, ap
     started = time.monotonic()
     assert asyncio.run(scenario()) == [TaskStatus.QUEUED, TaskStatus.SUCCEEDED]
     assert time.monotonic() - started < 10 and len(live.tickets) == 1
+
+
+TASK_BODY: dict[str, Any] = {
+    "id": "6009927a-4dc7-4997-a0ab-9dd129a4fdd7", "type": "chat", "priority": 5, "status": "queued",
+    "waitingFor": None, "model": "fake-echo-1", "payload": {"prompt": "hi"}, "payloadBytes": 17,
+    "scheduledAt": None, "attemptCount": 0, "maxAttempts": 3, "lastError": None, "cancelRequested": False,
+    "createdAt": "2026-11-27T10:00:00Z", "updatedAt": "2026-11-27T10:00:00Z", "tokensIn": 0, "tokensOut": 0,
+    "cost": None, "maxCostUsd": None,
+}  # fmt: skip
+
+
+def test_the_async_client_retries_with_its_sleep_and_keeps_to_a_waits_timeout() -> None:
+    answers = iter(
+        [
+            httpx2.Response(503, headers={"Retry-After": "2"}, json={"message": "x"}),
+            httpx2.Response(200, json=TASK_BODY),
+        ]
+    )
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def scenario() -> None:
+        transport = httpx2.MockTransport(lambda r: next(answers, httpx2.Response(200, json=TASK_BODY)))
+        async with AsyncClient(BASE, "ait_k", transport=transport, sleep=sleep) as c:
+            assert (await c.get(TASK_BODY["id"])).status == "queued"
+            with pytest.raises(WaitTimeoutError):
+                await c.wait(TASK_BODY["id"], timeout=0.2, poll_interval=0.05, live=False)
+
+    asyncio.run(scenario())
+    assert slept[0] == 2.0 and all(s <= 0.2 for s in slept[1:])

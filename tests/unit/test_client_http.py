@@ -133,3 +133,56 @@ def test_ids_cannot_step_out_of_their_path_segment() -> None:
 
     client(record).get("../openapi.json?x=1")
     assert seen == ["/v1/api/v1/tasks/..%2Fopenapi.json%3Fx%3D1"]
+
+
+def test_wait_keeps_to_its_timeout_through_a_503_and_raises_wait_timeout() -> None:
+    import time
+
+    from aitasks_client import WaitTimeoutError
+
+    answers = iter([httpx2.Response(200, json=TASK)])
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST":  # no live updates here: polling
+            return httpx2.Response(404, json={"message": "Not Found"})
+        return next(answers, httpx2.Response(503, headers={"Retry-After": "10"}, json={"message": "unavailable"}))
+
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    started = time.monotonic()
+    with (
+        Client(BASE, "ait_k", transport=httpx2.MockTransport(answer), sleep=sleep) as c,
+        pytest.raises(WaitTimeoutError) as caught,
+    ):
+        c.wait(TASK["id"], timeout=1.0, poll_interval=0.3)
+    # the 503's Retry-After of 10 s is not waited for past the deadline; the last state seen comes with the error
+    assert time.monotonic() - started < 2 and all(s <= 1.0 for s in slept) and 10.0 not in slept
+    assert caught.value.task.status == "queued"
+
+
+def test_an_answer_that_breaks_the_model_says_where_not_what() -> None:
+    broken = {**TASK, "attemptCount": "many", "payload": {"prompt": "secret words"}}
+    with pytest.raises(UnexpectedResponseError) as caught:
+        client(lambda r: httpx2.Response(200, json=broken)).get(TASK["id"])
+    assert "attemptCount" in str(caught.value) and "secret" not in str(caught.value)
+    assert caught.value.__cause__ is not None
+
+
+def test_a_create_still_in_progress_is_retried_by_its_problem_type_only() -> None:
+    in_progress = {"type": "https://aitasks.dev/problems/request-in-progress", "title": "Conflict", "status": 409,
+                   "detail": "a request with this key is still running", "instance": "/api/v1/tasks",
+                   "traceId": "t"}  # fmt: skip
+    conflict = {**in_progress, "type": "https://aitasks.dev/problems/invalid-state", "detail": "request-in-progress"}
+    answers = iter(
+        [httpx2.Response(409, headers={"Retry-After": "1"}, json=in_progress), httpx2.Response(202, json=TASK)]
+    )
+    slept: list[float] = []
+    assert client(lambda r: next(answers), slept).create("chat", "x").status == "queued" and slept == [1.0]
+    from aitasks_client import ConflictError
+
+    with pytest.raises(ConflictError):  # another 409, whatever its text says, is not retried
+        client(lambda r: httpx2.Response(409, json=conflict)).create("chat", "x")

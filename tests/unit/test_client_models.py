@@ -47,15 +47,26 @@ def test_every_model_names_a_schema_of_the_document() -> None:
     assert set(SCHEMAS) - {schema_name(m) for m in MODELS} == {"CreateTaskRequest", "TaskPayload", "TaskStatus"}
 
 
+def differences(model: type[BaseModel], document: dict[str, Any], schemas: dict[str, Any]) -> list[str]:
+    """How a model differs from its schema in the document: fields, requiredness, JSON types, enumerations."""
+    ours = model.model_json_schema(mode="serialization", by_alias=True)
+    found = []
+    if set(ours["properties"]) != set(document["properties"]):
+        found.append(f"fields {sorted(set(ours['properties']) ^ set(document['properties']))}")
+    # Problem is made from API Gateway's bare answers too: its members have defaults
+    if model is not models.Problem and set(ours.get("required", [])) != set(document.get("required", [])):
+        found.append("required")
+    for name, prop in document["properties"].items():
+        if name in ours["properties"] and kinds(ours["properties"][name], ours.get("$defs", {})) != kinds(
+            prop, schemas
+        ):
+            found.append(f"type of {name}")
+    return found
+
+
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_a_model_has_the_fields_requiredness_and_types_of_its_schema(model: type[BaseModel]) -> None:
-    document = SCHEMAS[schema_name(model)]
-    ours = model.model_json_schema(mode="serialization", by_alias=True)
-    assert set(ours["properties"]) == set(document["properties"])
-    if model is not models.Problem:  # made from API Gateway's bare answers too: its members have defaults
-        assert set(ours.get("required", [])) == set(document.get("required", []))
-    for name, prop in document["properties"].items():
-        assert kinds(ours["properties"][name], ours.get("$defs", {})) == kinds(prop, SCHEMAS), name
+    assert differences(model, SCHEMAS[schema_name(model)], SCHEMAS) == []
 
 
 def test_the_task_status_enumeration_is_the_documents() -> None:
@@ -73,8 +84,31 @@ def test_a_create_request_uses_only_the_documents_fields() -> None:
 
 
 def test_a_schema_change_is_caught() -> None:
-    # the check can fail: a field the document gains, or a type it changes, is a difference
-    changed = json.loads(json.dumps(SCHEMAS["AttemptView"]))
-    changed["properties"]["latencyMs"] = {"type": "number"}
-    ours = models.Attempt.model_json_schema(mode="serialization", by_alias=True)
-    assert kinds(ours["properties"]["latencyMs"], {}) != kinds(changed["properties"]["latencyMs"], SCHEMAS)
+    # the check can fail: a field the document gains, a type or an enumeration it changes are differences
+    schemas = json.loads(json.dumps(SCHEMAS))
+    schemas["AttemptView"]["properties"]["latencyMs"] = {"type": "number"}
+    schemas["AttemptView"]["properties"]["region"] = {"type": "string"}
+    schemas["AttemptView"]["required"].append("region")
+    schemas["TaskStatus"]["enum"].append("paused")
+    assert differences(models.Attempt, schemas["AttemptView"], schemas) == [
+        "fields ['region']",
+        "required",
+        "type of latencyMs",
+    ]
+    assert differences(models.Task, schemas["TaskView"], schemas) == ["type of status"]
+
+
+def test_values_a_newer_api_adds_are_kept_not_refused() -> None:
+    task = models.Task.model_validate({**EXAMPLE_TASK, "status": "paused", "waitingFor": "gpu", "shard": 3})
+    assert task.status == "paused" and not task.done and task.waiting_for == "gpu"
+    assert task.model_extra == {"shard": 3}
+    assert models.TaskStatus("queued") is models.TaskStatus.QUEUED
+
+
+EXAMPLE_TASK: dict[str, Any] = {
+    "id": "6009927a-4dc7-4997-a0ab-9dd129a4fdd7", "type": "chat", "priority": 5, "status": "queued",
+    "waitingFor": None, "model": "fake-echo-1", "payload": {"prompt": "hi"}, "payloadBytes": 17,
+    "scheduledAt": None, "attemptCount": 0, "maxAttempts": 3, "lastError": None, "cancelRequested": False,
+    "createdAt": "2026-11-27T10:00:00Z", "updatedAt": "2026-11-27T10:00:00Z", "tokensIn": 0, "tokensOut": 0,
+    "cost": None, "maxCostUsd": None,
+}  # fmt: skip

@@ -32,6 +32,7 @@ from aitasks_client.errors import (
 )
 from aitasks_client.models import (
     Artifact,
+    ArtifactKind,
     Attempt,
     Event,
     ModelUsage,
@@ -41,6 +42,7 @@ from aitasks_client.models import (
     TaskStatus,
     Ticket,
     Usage,
+    WaitingFor,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "APITimeoutError",
     "AitasksError",
     "Artifact",
+    "ArtifactKind",
     "AsyncClient",
     "Attempt",
     "AuthenticationError",
@@ -74,5 +77,6 @@ __all__ = [
     "UnprocessableEntityError",
     "Usage",
     "WaitTimeoutError",
+    "WaitingFor",
     "__version__",
 ]

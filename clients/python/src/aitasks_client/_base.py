@@ -66,8 +66,8 @@ class TaskPage:
 
 def settings(base_url: str | None, api_key: str | None) -> tuple[str, str]:
     """The base URL (…/api/v1) and key: the arguments, else AITASKS_API_URL and AITASKS_API_KEY."""
-    url = base_url or os.environ.get("AITASKS_API_URL")
-    key = api_key or os.environ.get("AITASKS_API_KEY")
+    url = (base_url or os.environ.get("AITASKS_API_URL") or "").strip()
+    key = (api_key or os.environ.get("AITASKS_API_KEY") or "").strip()
     if not url:
         raise AitasksError("no base URL: pass base_url (…/api/v1) or set AITASKS_API_URL")
     if not key:
@@ -75,10 +75,17 @@ def settings(base_url: str | None, api_key: str | None) -> tuple[str, str]:
     return url.rstrip("/") + "/", key
 
 
-def client_options(base_url: str, api_key: str, timeout: float | httpx2.Timeout) -> dict[str, Any]:
+def client_options(
+    base_url: str, api_key: str, timeout: float | httpx2.Timeout, headers: Mapping[str, str] | None
+) -> dict[str, Any]:
     return {
         "base_url": base_url,
-        "headers": {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT, "Accept": "application/json"},
+        "headers": {
+            "Authorization": f"Bearer {api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            **(headers or {}),
+        },
         "timeout": timeout
         if isinstance(timeout, httpx2.Timeout)
         else httpx2.Timeout(timeout, connect=min(timeout, DEFAULT_CONNECT_TIMEOUT_S)),
@@ -151,6 +158,14 @@ def ticket_url(url: str, ticket: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
+def task_key(task_id: str | UUID) -> str:
+    """A task id as the API writes it (lowercase UUID), to match the live events' ids."""
+    try:
+        return str(uuid.UUID(str(task_id)))
+    except ValueError:
+        return str(task_id)
+
+
 def event_task_id(frame: str | bytes) -> str | None:
     """The task a live-updates frame (`{"event": ..., "detail": {"taskId": ...}}`) is about."""
     import json
@@ -170,19 +185,24 @@ def event_task_id(frame: str | bytes) -> str | None:
 def parse(model: type[M], response: httpx2.Response) -> M:
     try:
         return model.model_validate_json(response.content)
-    except ValidationError:
-        raise _unexpected(response) from None
+    except ValidationError as exc:
+        raise _unexpected(response, exc) from exc
 
 
 def parse_list(model: type[M], response: httpx2.Response) -> list[M]:
     try:
         return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
-    except ValidationError:
-        raise _unexpected(response) from None
+    except ValidationError as exc:
+        raise _unexpected(response, exc) from exc
 
 
-def _unexpected(response: httpx2.Response) -> UnexpectedResponseError:
-    return UnexpectedResponseError(response.status_code, response.headers.get("Content-Type"), str(response.url))
+def _unexpected(response: httpx2.Response, exc: ValidationError) -> UnexpectedResponseError:
+    """Where the answer broke the model (the first place; never its value, which may be the task's content)."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the body"
+    return UnexpectedResponseError(
+        response.status_code, response.headers.get("Content-Type"), str(response.url), f"{where}: {first['msg']}"
+    )
 
 
 # -- trying again ---------------------------------------------------------------------------------------------------
@@ -206,7 +226,7 @@ def retry_delay(call: Call, attempt: int, response: httpx2.Response | None) -> f
     """How long to wait before trying `call` again after `response` (None: no answer), or None not to."""
     if response is not None:
         retryable = response.status_code in (429, 503) or (
-            response.status_code == 409 and call.idempotent and "request-in-progress" in response.text
+            response.status_code == 409 and call.idempotent and _problem_type(response).endswith("/request-in-progress")
         )
         if not retryable:
             return None
@@ -215,6 +235,22 @@ def retry_delay(call: Call, attempt: int, response: httpx2.Response | None) -> f
             return server_says if server_says <= MAX_RETRY_AFTER_S else None
     # full jitter, growing: spreads clients that failed together
     return random.uniform(0.5, 1.0) * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**attempt)
+
+
+def _problem_type(response: httpx2.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("type", "")) if isinstance(body, dict) else ""
+
+
+def per_try_timeout(deadline: float | None, configured: httpx2.Timeout) -> httpx2.Timeout | None:
+    """What is left before `deadline` when it is less than the client's own timeout (None: the client's)."""
+    if deadline is None:
+        return None
+    left = max(0.05, deadline - time.monotonic())
+    return httpx2.Timeout(left) if configured.read is None or left < configured.read else None
 
 
 def retryable_exception(call: Call, exc: httpx2.TransportError) -> bool:

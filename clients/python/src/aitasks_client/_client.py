@@ -11,12 +11,19 @@ import httpx2
 
 from aitasks_client import _base
 from aitasks_client._base import DEFAULT_MAX_RETRIES, DEFAULT_POLL_INTERVAL_S, DEFAULT_TIMEOUT_S, Call, TaskPage
-from aitasks_client.errors import AitasksError, WaitTimeoutError, status_error
+from aitasks_client.errors import (
+    AitasksError,
+    APIConnectionError,
+    InternalServerError,
+    RateLimitError,
+    WaitTimeoutError,
+    status_error,
+)
 from aitasks_client.models import Artifact, Attempt, Event, Task, Ticket, Usage
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
     from datetime import datetime
     from decimal import Decimal
     from types import TracebackType
@@ -32,6 +39,7 @@ class _Watch:
 
     def __init__(self, task_id: TaskId, timeout: float | None) -> None:
         self.task_id = task_id
+        self.key = _base.task_key(task_id)
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.task: Task | None = None
@@ -81,13 +89,15 @@ class Client:
         *,
         timeout: float | httpx2.Timeout = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
         transport: httpx2.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url, api_key = _base.settings(base_url, api_key)
         self.max_retries = max_retries
         self._sleep = sleep
-        self._http = httpx2.Client(transport=transport, **_base.client_options(self.base_url, api_key, timeout))
+        options = _base.client_options(self.base_url, api_key, timeout, default_headers)
+        self._http = httpx2.Client(transport=transport, **options)
 
     def __enter__(self) -> Self:
         return self
@@ -215,26 +225,31 @@ class Client:
         `poll_interval` s with If-None-Match, which costs an unchanged task a 304 and no body."""
         state = _Watch(task_id, timeout)
         with contextlib.ExitStack() as stack:
-            socket = self._open_live(stack) if live else None
-            state.read(self._request(state.call()))
+            socket = self._open_live(stack, state.deadline) if live else None
+            state.read(self._request(state.call(), state.deadline))
             assert state.task is not None
             yield state.task
             while not state.task.done:
                 remaining = state.remaining()
                 if socket is not None:
-                    socket = self._await_event(socket, str(task_id), _bounded(_base.LIVE_RECHECK_S, remaining))
+                    socket = self._await_event(socket, state.key, _bounded(_base.LIVE_RECHECK_S, remaining))
                 else:
                     self._sleep(_bounded(poll_interval, remaining))
-                changed = state.read(self._request(state.call()))
+                try:
+                    changed = state.read(self._request(state.call(), state.deadline))
+                except _TRANSIENT:
+                    if state.deadline is None:
+                        raise
+                    continue  # the API is briefly unavailable: the wait goes on until its deadline
                 if changed is not None:
                     yield changed
 
-    def _open_live(self, stack: contextlib.ExitStack) -> Any:
+    def _open_live(self, stack: contextlib.ExitStack, deadline: float | None) -> Any:
         """The live-updates WebSocket, opened with a ticket, or None: then the caller polls."""
         from websockets.sync.client import connect
 
         try:
-            ticket = self.websocket_ticket()
+            ticket = _base.parse(Ticket, self._request(Call("POST", "websocket-tickets"), deadline))
             url = _base.ticket_url(ticket.url, ticket.ticket)
             return stack.enter_context(connect(url, open_timeout=5, close_timeout=1))
         except (AitasksError, OSError, TimeoutError, ValueError) as exc:
@@ -265,22 +280,25 @@ class Client:
 
     # -- requests ----------------------------------------------------------------------------------------------------
 
-    def _request(self, call: Call) -> httpx2.Response:
+    def _request(self, call: Call, deadline: float | None = None) -> httpx2.Response:
+        """One call, tried again when that is safe (see _base.retry_delay), never past `deadline`."""
         attempt = 0
         while True:
+            timeout = _base.per_try_timeout(deadline, self._http.timeout) or httpx2.USE_CLIENT_DEFAULT
             try:
                 response = self._http.request(
-                    call.method, call.path, params=call.params, json=call.json, headers=dict(call.headers)
-                )
+                    call.method, call.path, params=call.params, json=call.json, headers=dict(call.headers),
+                    timeout=timeout,
+                )  # fmt: skip
             except httpx2.TransportError as exc:
-                if attempt >= self.max_retries or not _base.retryable_exception(call, exc):
+                delay = _base.retry_delay(call, attempt, None) if _base.retryable_exception(call, exc) else None
+                if not _in_time(delay, attempt, self.max_retries, deadline):
                     raise _base.connection_error(self.base_url, exc) from exc
-                delay = _base.retry_delay(call, attempt, None)
             else:
                 if response.is_success or response.status_code == 304:
                     return response
-                delay = _base.retry_delay(call, attempt, response) if attempt < self.max_retries else None
-                if delay is None:
+                delay = _base.retry_delay(call, attempt, response)
+                if not _in_time(delay, attempt, self.max_retries, deadline):
                     raise status_error(response)
             assert delay is not None
             self._sleep(delay)
@@ -302,11 +320,15 @@ class AsyncClient:
         *,
         timeout: float | httpx2.Timeout = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url, api_key = _base.settings(base_url, api_key)
         self.max_retries = max_retries
-        self._http = httpx2.AsyncClient(transport=transport, **_base.client_options(self.base_url, api_key, timeout))
+        self._sleep = sleep
+        options = _base.client_options(self.base_url, api_key, timeout, default_headers)
+        self._http = httpx2.AsyncClient(transport=transport, **options)
 
     async def __aenter__(self) -> Self:
         return self
@@ -421,25 +443,30 @@ class AsyncClient:
     ) -> AsyncIterator[Task]:
         state = _Watch(task_id, timeout)
         async with contextlib.AsyncExitStack() as stack:
-            socket = await self._open_live(stack) if live else None
-            state.read(await self._request(state.call()))
+            socket = await self._open_live(stack, state.deadline) if live else None
+            state.read(await self._request(state.call(), state.deadline))
             assert state.task is not None
             yield state.task
             while not state.task.done:
                 remaining = state.remaining()
                 if socket is not None:
-                    socket = await self._await_event(socket, str(task_id), _bounded(_base.LIVE_RECHECK_S, remaining))
+                    socket = await self._await_event(socket, state.key, _bounded(_base.LIVE_RECHECK_S, remaining))
                 else:
-                    await asyncio.sleep(_bounded(poll_interval, remaining))
-                changed = state.read(await self._request(state.call()))
+                    await self._sleep(_bounded(poll_interval, remaining))
+                try:
+                    changed = state.read(await self._request(state.call(), state.deadline))
+                except _TRANSIENT:
+                    if state.deadline is None:
+                        raise
+                    continue
                 if changed is not None:
                     yield changed
 
-    async def _open_live(self, stack: contextlib.AsyncExitStack) -> Any:
+    async def _open_live(self, stack: contextlib.AsyncExitStack, deadline: float | None) -> Any:
         from websockets.asyncio.client import connect
 
         try:
-            ticket = await self.websocket_ticket()
+            ticket = _base.parse(Ticket, await self._request(Call("POST", "websocket-tickets"), deadline))
             url = _base.ticket_url(ticket.url, ticket.ticket)
             return await stack.enter_async_context(connect(url, open_timeout=5, close_timeout=1))
         except (AitasksError, OSError, TimeoutError, ValueError) as exc:
@@ -467,26 +494,39 @@ class AsyncClient:
             return None
         return socket
 
-    async def _request(self, call: Call) -> httpx2.Response:
+    async def _request(self, call: Call, deadline: float | None = None) -> httpx2.Response:
+        """One call, tried again when that is safe (see _base.retry_delay), never past `deadline`."""
         attempt = 0
         while True:
+            timeout = _base.per_try_timeout(deadline, self._http.timeout) or httpx2.USE_CLIENT_DEFAULT
             try:
                 response = await self._http.request(
-                    call.method, call.path, params=call.params, json=call.json, headers=dict(call.headers)
-                )
+                    call.method, call.path, params=call.params, json=call.json, headers=dict(call.headers),
+                    timeout=timeout,
+                )  # fmt: skip
             except httpx2.TransportError as exc:
-                if attempt >= self.max_retries or not _base.retryable_exception(call, exc):
+                delay = _base.retry_delay(call, attempt, None) if _base.retryable_exception(call, exc) else None
+                if not _in_time(delay, attempt, self.max_retries, deadline):
                     raise _base.connection_error(self.base_url, exc) from exc
-                delay = _base.retry_delay(call, attempt, None)
             else:
                 if response.is_success or response.status_code == 304:
                     return response
-                delay = _base.retry_delay(call, attempt, response) if attempt < self.max_retries else None
-                if delay is None:
+                delay = _base.retry_delay(call, attempt, response)
+                if not _in_time(delay, attempt, self.max_retries, deadline):
                     raise status_error(response)
             assert delay is not None
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             attempt += 1
+
+
+_TRANSIENT = (APIConnectionError, RateLimitError, InternalServerError)
+
+
+def _in_time(delay: float | None, attempt: int, max_retries: int, deadline: float | None) -> bool:
+    """Whether to try again: a retryable failure, retries left, and the wait ends before the deadline."""
+    if delay is None or attempt >= max_retries:
+        return False
+    return deadline is None or time.monotonic() + delay < deadline
 
 
 def _bounded(seconds: float, remaining: float | None) -> float:

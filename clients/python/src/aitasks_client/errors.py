@@ -140,8 +140,9 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 class UnexpectedResponseError(AitasksError):
     """A successful answer that is not the API's (a wrong base URL answered by another server, a proxy's page)."""
 
-    def __init__(self, status: int, content_type: str | None, url: str) -> None:
-        super().__init__(f"not an aitasks answer: {status} {content_type or 'no content type'} from {url}")
+    def __init__(self, status: int, content_type: str | None, url: str, reason: str = "") -> None:
+        message = f"not an aitasks answer: {status} {content_type or 'no content type'} from {url}"
+        super().__init__(f"{message} ({reason})" if reason else message)
         self.status = status
 
 

@@ -1,8 +1,9 @@
 """The API's resources as pydantic models: Python names outside, the API's camelCase on the wire.
 
 Each model mirrors a schema of the API's OpenAPI document (named in its docstring); a test checks that the two
-have the same fields, requiredness, types and enumerations. Fields the server adds later are kept, not refused
-(`extra="allow"`), so an older client keeps working against a newer API.
+have the same fields, requiredness, types and enumerations. What a newer API adds is kept, not refused: fields
+(`extra="allow"`, in `model_extra`) and enumeration values (a status this client does not know is a member of
+its own, `TaskStatus("paused")`), so an older client keeps working against a newer API.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "TERMINAL",
     "Artifact",
+    "ArtifactKind",
     "Attempt",
     "Event",
     "FieldError",
@@ -37,7 +39,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True)
 
 
-class TaskStatus(StrEnum):
+class _OpenEnum(StrEnum):
+    """An enumeration that takes values it does not know (a newer API's) as members of their own, not errors."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> _OpenEnum | None:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value.upper()
+        member._value_ = value
+        return member
+
+
+class TaskStatus(_OpenEnum):
     """TaskStatus."""
 
     CREATED = "created"
@@ -56,7 +71,22 @@ class TaskStatus(StrEnum):
 
 TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.CANCELLED, TaskStatus.DEAD_LETTER})
 
-WaitingFor = Literal["schedule", "retry", "concurrency", "rate_limit", "budget"]
+
+class WaitingFor(_OpenEnum):
+    """Why a queued task is not running now."""
+
+    SCHEDULE = "schedule"
+    RETRY = "retry"
+    CONCURRENCY = "concurrency"
+    RATE_LIMIT = "rate_limit"
+    BUDGET = "budget"
+
+
+class ArtifactKind(_OpenEnum):
+    TEXT = "text"
+    JSON = "json"
+    FILE = "file"
+    LINK = "link"
 
 
 class Task(_Model):
@@ -108,7 +138,7 @@ class Artifact(_Model):
     """ArtifactView: an output of a task."""
 
     id: UUID
-    kind: Literal["text", "json", "file", "link"]
+    kind: ArtifactKind
     content: str | None
     uri: str | None
     created_at: datetime
