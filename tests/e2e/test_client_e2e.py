@@ -39,7 +39,9 @@ def test_a_create_whose_answer_was_lost_makes_one_task_and_wait_follows_it_live(
     _, key = new_tenant("client")  # a tenant of its own: its list holds only this test's tasks
     transport = Recording(lose=1)
     with Client(stack.url, key, transport=transport) as client:
-        task = client.create("chat", "Say hi to the client", idempotency_key=f"e2e-{uuid.uuid4()}")
+        task = client.create(
+            "chat", "Say hi to the client", params={"fake": {"latencyMs": 3000}}, idempotency_key=f"e2e-{uuid.uuid4()}"
+        )  # a model that takes 3 s: the wait starts before the end
         posts = [r for r in transport.requests if r.method == "POST" and r.url.path.endswith("/tasks")]
         assert len(posts) == 2 and posts[0].headers["Idempotency-Key"] == posts[1].headers["Idempotency-Key"]
         assert [t.id for t in client.list()] == [task.id]  # one task for the two tries
