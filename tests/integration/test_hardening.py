@@ -59,7 +59,33 @@ def test_every_connection_has_the_service_timeouts_and_keepalives(db: Connection
     assert shown == {"statement_timeout": "10s", "lock_timeout": "5s", "idle_in_transaction_session_timeout": "30s"}
     params = conn.info.get_parameters()
     assert (params["keepalives"], params["keepalives_idle"], params["tcp_user_timeout"]) == ("1", "5", "10000")
-    assert conn.prepare_threshold is None  # no server-side prepared statements: RDS Proxy would pin the session
+    assert conn.prepare_threshold == 2  # repeated statements prepared: planned once per connection
+
+
+def test_behind_rds_proxy_no_statement_is_prepared(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aitasks import bootstrap
+    from aitasks.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DATABASE_PREPARED_STATEMENTS", "false")  # what the template sets with DatabaseMode aurora
+    get_settings.cache_clear()
+    bootstrap.connection.cache_clear()
+    try:
+        provider = bootstrap.connection()
+        for _ in range(3):
+            provider().execute("SELECT 1 AS one").fetchone()
+        prepared = provider().execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()
+        assert provider().prepare_threshold is None and prepared == {"n": 0}
+        provider.close()
+        # and the default: a statement run twice is prepared, once per connection
+        direct = ConnectionProvider(lambda: database_url)
+        for _ in range(3):
+            direct().execute("SELECT 1 AS one").fetchone()
+        assert direct().execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] >= 1
+        direct.close()
+    finally:
+        get_settings.cache_clear()
+        bootstrap.connection.cache_clear()
 
 
 def test_a_slow_statement_is_cancelled_by_the_server_and_the_connection_kept(db: ConnectionProvider) -> None:
@@ -347,3 +373,27 @@ def test_at_the_connection_limit_a_request_is_a_503_with_retry_after_then_served
         wiring.close()
         admin.execute(f"DROP OWNED BY {role}".encode())
         admin.execute(f"DROP ROLE {role}".encode())
+
+
+def test_a_prepared_statement_a_migration_changed_is_planned_anew_without_failing_the_request(
+    db: ConnectionProvider, database_url: str
+) -> None:
+    # given: a warm function whose `SELECT * FROM tasks WHERE id` is prepared (run twice)
+    repository = PostgresTaskRepository(db)
+    task = repository.add(
+        Task.submit(tenant_id=TenantId("t"), type="chat", payload={"prompt": "hi"}, now=datetime.now(UTC))
+    )
+    assert task is not None
+    for _ in range(3):
+        assert repository.get(TenantId("t"), task.id) is not None
+    assert db().execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] >= 1
+    # when: a migration (another connection) adds a column to tasks: the prepared statement's result changes
+    with psycopg.connect(database_url, autocommit=True) as migration:
+        migration.execute("ALTER TABLE tasks ADD COLUMN zz_added integer")
+    try:
+        # then: the same read succeeds, planned anew, and so does the next
+        assert repository.get(TenantId("t"), task.id) is not None
+        assert repository.get(TenantId("t"), task.id) is not None
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as migration:
+            migration.execute("ALTER TABLE tasks DROP COLUMN zz_added")

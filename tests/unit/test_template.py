@@ -374,3 +374,32 @@ def test_the_connection_budget_in_operations_md_is_the_templates(template: dict[
     from aitasks_cli.local_stack import LOCAL_MAX_CONNECTIONS
 
     assert sum(reserved.values()) < LOCAL_MAX_CONNECTIONS
+
+
+def _condition(template: dict[str, Any], node: Any, parameters: dict[str, str]) -> Any:
+    """A condition of the template evaluated for these parameter values (Or, And, Not, Equals, Condition, Ref)."""
+    if not isinstance(node, dict):
+        return node
+    ((kind, value),) = node.items()
+    if kind == "Ref":
+        return parameters[value]
+    if kind == "Condition":
+        return _condition(template, template["Conditions"][value], parameters)
+    args = [_condition(template, v, parameters) for v in value]
+    functions = {"Or": any, "And": all, "Not": lambda a: not a[0], "Equals": lambda a: a[0] == a[1]}
+    return functions[kind](args)
+
+
+def test_statements_are_prepared_except_behind_the_stacks_rds_proxy(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["DATABASE_PREPARED_STATEMENTS"] == {"If": ["PrepareStatements", "true", "false"]}
+    condition = template["Conditions"]["PrepareStatements"]
+    expected = {
+        ("auto", "existing"): True,
+        ("auto", "aurora"): False,
+        ("on", "aurora"): True,
+        ("off", "existing"): False,
+    }
+    for (choice, mode), prepared in expected.items():
+        params = {"DatabasePreparedStatements": choice, "DatabaseMode": mode}
+        assert _condition(template, condition, params) is prepared, (choice, mode)

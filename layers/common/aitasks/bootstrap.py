@@ -90,7 +90,7 @@ def database_url() -> str:
 def connection() -> ConnectionProvider:
     from aitasks.adapters.postgres import ConnectionProvider
 
-    return ConnectionProvider(database_url)
+    return ConnectionProvider(database_url, prepare=get_settings().database_prepared_statements)
 
 
 # An API request's statements end this long before its function's own timeout, so that it answers 503 itself (the

@@ -23,6 +23,9 @@ class Settings(BaseModel):
     database_host: str | None = Field(default=None, description="wins over the secret's host (an RDS Proxy)")
     database_port: int | None = Field(default=None, description="wins over the secret's port")
     database_name: str | None = Field(default=None, description="wins over the secret's dbname")
+    database_prepared_statements: bool = Field(
+        default=True, description="prepare repeated statements server-side; off behind RDS Proxy (it would pin)"
+    )
     database_secret_max_age_s: int = Field(default=300, ge=0, description="how long a fetched secret is cached")
     work_queue_url: str | None = Field(default=None, description="the SQS queue the executor consumes")
     lease_seconds: int = Field(default=20, ge=1, description="a run's lease, renewed by every heartbeat")
