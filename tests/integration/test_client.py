@@ -33,6 +33,7 @@ from aitasks.adapters.postgres import PostgresApiKeyRepository, PostgresLimitsRe
 from aitasks.domain.apikey import hash_api_key
 from aitasks.domain.task import TenantId
 from tests.support.handler_transport import BASE, AsyncHandlerTransport, HandlerTransport, drain
+from tests.support.task_example import TASK_JSON
 from tests.support.tcp_proxy import PausableProxy
 
 if TYPE_CHECKING:
@@ -362,20 +363,11 @@ def test_the_async_watch_follows_the_websocket_too(client: Client, transport, ap
     assert time.monotonic() - started < 10 and len(live.tickets) == 1
 
 
-TASK_BODY: dict[str, Any] = {
-    "id": "6009927a-4dc7-4997-a0ab-9dd129a4fdd7", "type": "chat", "priority": 5, "status": "queued",
-    "waitingFor": None, "model": "fake-echo-1", "payload": {"prompt": "hi"}, "payloadBytes": 17,
-    "scheduledAt": None, "attemptCount": 0, "maxAttempts": 3, "lastError": None, "cancelRequested": False,
-    "createdAt": "2026-11-27T10:00:00Z", "updatedAt": "2026-11-27T10:00:00Z", "tokensIn": 0, "tokensOut": 0,
-    "cost": None, "maxCostUsd": None,
-}  # fmt: skip
-
-
 def test_the_async_client_retries_with_its_sleep_and_keeps_to_a_waits_timeout() -> None:
     answers = iter(
         [
             httpx2.Response(503, headers={"Retry-After": "2"}, json={"message": "x"}),
-            httpx2.Response(200, json=TASK_BODY),
+            httpx2.Response(200, json=TASK_JSON),
         ]
     )
     slept: list[float] = []
@@ -384,11 +376,11 @@ def test_the_async_client_retries_with_its_sleep_and_keeps_to_a_waits_timeout() 
         slept.append(seconds)
 
     async def scenario() -> None:
-        transport = httpx2.MockTransport(lambda r: next(answers, httpx2.Response(200, json=TASK_BODY)))
+        transport = httpx2.MockTransport(lambda r: next(answers, httpx2.Response(200, json=TASK_JSON)))
         async with AsyncClient(BASE, "ait_k", transport=transport, sleep=sleep) as c:
-            assert (await c.get(TASK_BODY["id"])).status == "queued"
+            assert (await c.get(TASK_JSON["id"])).status == "queued"
             with pytest.raises(WaitTimeoutError):
-                await c.wait(TASK_BODY["id"], timeout=0.2, poll_interval=0.05, live=False)
+                await c.wait(TASK_JSON["id"], timeout=0.2, poll_interval=0.05, live=False)
 
     asyncio.run(scenario())
     assert slept[0] == 2.0 and all(s <= 0.2 for s in slept[1:])

@@ -21,14 +21,9 @@ from aitasks_client import (
     UnprocessableEntityError,
 )
 
+from tests.support.task_example import TASK_JSON
+
 BASE = "http://api.test/v1/api/v1"
-TASK: dict[str, Any] = {
-    "id": "6009927a-4dc7-4997-a0ab-9dd129a4fdd7", "type": "chat", "priority": 5, "status": "queued",
-    "waitingFor": None, "model": "fake-echo-1", "payload": {"prompt": "hi"}, "payloadBytes": 17,
-    "scheduledAt": None, "attemptCount": 0, "maxAttempts": 3, "lastError": None, "cancelRequested": False,
-    "createdAt": "2026-11-27T10:00:00Z", "updatedAt": "2026-11-27T10:00:00Z", "tokensIn": 0, "tokensOut": 0,
-    "cost": None, "maxCostUsd": None,
-}  # fmt: skip
 
 
 def client(handler: Any, slept: list[float] | None = None, **kwargs: Any) -> Client:
@@ -42,10 +37,10 @@ def test_429_and_503_are_retried_after_retry_after_in_seconds_or_as_a_date() -> 
         httpx2.Response(429, headers={"Retry-After": "3"}, json={"title": "Too Many Requests", "status": 429}),
         httpx2.Response(503, headers={"Retry-After": later}, json={"message": "Service Unavailable"}),
         httpx2.Response(503, json={"title": "Service Unavailable", "status": 503}),
-        httpx2.Response(200, json=TASK),
+        httpx2.Response(200, json=TASK_JSON),
     ])  # fmt: skip
     slept: list[float] = []
-    assert str(client(lambda r: next(answers), slept).get(TASK["id"]).id) == TASK["id"]
+    assert str(client(lambda r: next(answers), slept).get(TASK_JSON["id"]).id) == TASK_JSON["id"]
     assert slept[0] == 3.0 and 28 <= slept[1] <= 30 and 1.0 <= slept[2] <= 2.0  # the third: 0.5 s * 2**2, jittered
 
 
@@ -63,7 +58,7 @@ def test_a_retry_after_too_long_to_wait_is_raised_at_once() -> None:
 
 def test_every_create_carries_a_fresh_key_and_its_retries_the_same_one() -> None:
     keys: list[str] = []
-    answers = iter([httpx2.Response(503, json={"message": "x"}), httpx2.Response(202, json=TASK)] * 2)
+    answers = iter([httpx2.Response(503, json={"message": "x"}), httpx2.Response(202, json=TASK_JSON)] * 2)
 
     def record(request: httpx2.Request) -> httpx2.Response:
         keys.append(request.headers["Idempotency-Key"])
@@ -87,7 +82,7 @@ def test_problems_keep_their_document_and_field_errors() -> None:
     assert problem.value.trace_id == "t-9" and problem.value.problem.errors[0].field == "payload.prompt"  # type: ignore[index]
 
     with pytest.raises(AuthenticationError) as gateway:  # API Gateway's own answer
-        client(lambda r: httpx2.Response(401, json={"message": "Unauthorized"})).get(TASK["id"])
+        client(lambda r: httpx2.Response(401, json={"message": "Unauthorized"})).get(TASK_JSON["id"])
     assert (gateway.value.type, gateway.value.title, gateway.value.detail) == (
         "about:blank",
         "Unauthorized",
@@ -96,16 +91,16 @@ def test_problems_keep_their_document_and_field_errors() -> None:
 
     odd = {"title": "Odd", "status": 418, "errors": ["not a dict"]}
     with pytest.raises(APIStatusError) as teapot:
-        client(lambda r: httpx2.Response(418, json=odd)).get(TASK["id"])
+        client(lambda r: httpx2.Response(418, json=odd)).get(TASK_JSON["id"])
     assert teapot.value.status == 418 and "not a dict" in teapot.value.detail
 
 
 def test_an_answer_that_is_not_the_apis_is_an_error_not_a_crash() -> None:
     page = httpx2.Response(200, headers={"Content-Type": "text/html"}, text="<html>a login page</html>")
     with pytest.raises(UnexpectedResponseError, match="text/html"):
-        client(lambda r: page).get(TASK["id"])
+        client(lambda r: page).get(TASK_JSON["id"])
     with pytest.raises(APIStatusError) as moved:
-        client(lambda r: httpx2.Response(301, headers={"Location": "https://x"})).get(TASK["id"])
+        client(lambda r: httpx2.Response(301, headers={"Location": "https://x"})).get(TASK_JSON["id"])
     assert moved.value.status == 301
 
 
@@ -118,10 +113,10 @@ def test_no_answer_is_a_connection_error_and_says_why() -> None:
 
     slept: list[float] = []
     with pytest.raises(APITimeoutError, match=r"ReadTimeout$"):
-        client(timeout, slept, max_retries=2).get(TASK["id"])
+        client(timeout, slept, max_retries=2).get(TASK_JSON["id"])
     assert len(slept) == 2  # a read may be repeated
     with pytest.raises(APIConnectionError, match="connection refused"):
-        client(refused, max_retries=1).cancel(TASK["id"])  # never sent: safe to repeat, then raised
+        client(refused, max_retries=1).cancel(TASK_JSON["id"])  # never sent: safe to repeat, then raised
 
 
 def test_ids_cannot_step_out_of_their_path_segment() -> None:
@@ -129,7 +124,7 @@ def test_ids_cannot_step_out_of_their_path_segment() -> None:
 
     def record(request: httpx2.Request) -> httpx2.Response:
         seen.append(request.url.raw_path.decode())
-        return httpx2.Response(200, json=TASK)
+        return httpx2.Response(200, json=TASK_JSON)
 
     client(record).get("../openapi.json?x=1")
     assert seen == ["/v1/api/v1/tasks/..%2Fopenapi.json%3Fx%3D1"]
@@ -140,7 +135,7 @@ def test_wait_keeps_to_its_timeout_through_a_503_and_raises_wait_timeout() -> No
 
     from aitasks_client import WaitTimeoutError
 
-    answers = iter([httpx2.Response(200, json=TASK)])
+    answers = iter([httpx2.Response(200, json=TASK_JSON)])
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         if request.method == "POST":  # no live updates here: polling
@@ -158,16 +153,16 @@ def test_wait_keeps_to_its_timeout_through_a_503_and_raises_wait_timeout() -> No
         Client(BASE, "ait_k", transport=httpx2.MockTransport(answer), sleep=sleep) as c,
         pytest.raises(WaitTimeoutError) as caught,
     ):
-        c.wait(TASK["id"], timeout=1.0, poll_interval=0.3)
+        c.wait(TASK_JSON["id"], timeout=1.0, poll_interval=0.3)
     # the 503's Retry-After of 10 s is not waited for past the deadline; the last state seen comes with the error
     assert time.monotonic() - started < 2 and all(s <= 1.0 for s in slept) and 10.0 not in slept
     assert caught.value.task.status == "queued"
 
 
 def test_an_answer_that_breaks_the_model_says_where_not_what() -> None:
-    broken = {**TASK, "attemptCount": "many", "payload": {"prompt": "secret words"}}
+    broken = {**TASK_JSON, "attemptCount": "many", "payload": {"prompt": "secret words"}}
     with pytest.raises(UnexpectedResponseError) as caught:
-        client(lambda r: httpx2.Response(200, json=broken)).get(TASK["id"])
+        client(lambda r: httpx2.Response(200, json=broken)).get(TASK_JSON["id"])
     assert "attemptCount" in str(caught.value) and "secret" not in str(caught.value)
     assert caught.value.__cause__ is not None
 
@@ -178,7 +173,7 @@ def test_a_create_still_in_progress_is_retried_by_its_problem_type_only() -> Non
                    "traceId": "t"}  # fmt: skip
     conflict = {**in_progress, "type": "https://aitasks.dev/problems/invalid-state", "detail": "request-in-progress"}
     answers = iter(
-        [httpx2.Response(409, headers={"Retry-After": "1"}, json=in_progress), httpx2.Response(202, json=TASK)]
+        [httpx2.Response(409, headers={"Retry-After": "1"}, json=in_progress), httpx2.Response(202, json=TASK_JSON)]
     )
     slept: list[float] = []
     assert client(lambda r: next(answers), slept).create("chat", "x").status == "queued" and slept == [1.0]

@@ -12,6 +12,8 @@ import pytest
 from aitasks_client import _base, models
 from pydantic import BaseModel
 
+from tests.support.task_example import TASK_JSON
+
 DOCUMENT = json.loads(Path("docs/openapi.json").read_text())
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
 MODELS = [
@@ -99,16 +101,7 @@ def test_a_schema_change_is_caught() -> None:
 
 
 def test_values_a_newer_api_adds_are_kept_not_refused() -> None:
-    task = models.Task.model_validate({**EXAMPLE_TASK, "status": "paused", "waitingFor": "gpu", "shard": 3})
+    task = models.Task.model_validate({**TASK_JSON, "status": "paused", "waitingFor": "gpu", "shard": 3})
     assert task.status == "paused" and not task.done and task.waiting_for == "gpu"
     assert task.model_extra == {"shard": 3}
     assert models.TaskStatus("queued") is models.TaskStatus.QUEUED
-
-
-EXAMPLE_TASK: dict[str, Any] = {
-    "id": "6009927a-4dc7-4997-a0ab-9dd129a4fdd7", "type": "chat", "priority": 5, "status": "queued",
-    "waitingFor": None, "model": "fake-echo-1", "payload": {"prompt": "hi"}, "payloadBytes": 17,
-    "scheduledAt": None, "attemptCount": 0, "maxAttempts": 3, "lastError": None, "cancelRequested": False,
-    "createdAt": "2026-11-27T10:00:00Z", "updatedAt": "2026-11-27T10:00:00Z", "tokensIn": 0, "tokensOut": 0,
-    "cost": None, "maxCostUsd": None,
-}  # fmt: skip
