@@ -387,7 +387,8 @@ def run(port: int = 4566, database_url: str | None = None, watch: bool = True) -
         (LOCAL / "api_url").write_text(api_url + "\n")
         say(f"up in {time.monotonic() - started:.0f} s")
         print(f"\n  API:      {api_url}\n  API key:  {key}\n  Database: {url}\n", flush=True)
-        print(f"  Dashboard: {api_url.removesuffix('api/v1')} (it asks for the key)\n", flush=True)
+        print(f"  Dashboard: {api_url.removesuffix('api/v1')} (it asks for the key)", flush=True)
+        print(f"  API docs:  {api_url.removesuffix('api/v1')}docs (Swagger UI, no key)\n", flush=True)
         print('  curl -H "Authorization: Bearer $(cat .local/api_key)" "$(cat .local/api_url)/health"\n', flush=True)
         say("ready; Ctrl-C stops everything")
         if watch:

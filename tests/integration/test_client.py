@@ -384,3 +384,17 @@ def test_the_async_client_retries_with_its_sleep_and_keeps_to_a_waits_timeout() 
 
     asyncio.run(scenario())
     assert slept[0] == 2.0 and all(s <= 0.2 for s in slept[1:])
+
+
+def test_an_event_that_never_comes_is_made_up_for_by_early_rereads(
+    client: Client, transport: HandlerTransport, api, live: LiveServer
+) -> None:
+    # the socket opens but stays silent (a cold stack's notifier, a lost push): the re-reads find the end anyway,
+    # after 0.3, 0.6, 1.2 ... s rather than 15
+    task = client.create("chat", "nobody tells me")
+    threading.Timer(0.5, drain, args=(api,)).start()
+    with Client(BASE, KEY, transport=transport) as watcher:
+        started = time.monotonic()
+        done = watcher.wait(task.id, timeout=30, poll_interval=0.3)
+    assert done.status is TaskStatus.SUCCEEDED and time.monotonic() - started < 5
+    assert len(live.tickets) == 1  # it was live, not polling

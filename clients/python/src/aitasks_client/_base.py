@@ -35,7 +35,15 @@ MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After (a quota for the day) is the ca
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
 DEFAULT_POLL_INTERVAL_S = 2.0
-LIVE_RECHECK_S = 15.0  # with the WebSocket open, the task is still read this often, in case an event was missed
+# With the WebSocket open, the task is still read in case an event was missed (a cold stack's first events can be
+# late): after poll_interval, then twice as long each time nothing changed, at most LIVE_RECHECK_S apart.
+LIVE_RECHECK_S = 15.0
+
+
+def live_recheck_s(poll_interval: float, quiet: int) -> float:
+    return min(LIVE_RECHECK_S, poll_interval * 2.0**quiet)
+
+
 PAGE_SIZE = 100
 USER_AGENT = f"aitasks-client/{__version__} python"
 _NEXT = re.compile(r'rel="?next"?')

@@ -220,19 +220,22 @@ class Client:
     ) -> Iterator[Task]:
         """The task now, then each time it changes, until it ends; WaitTimeoutError after `timeout` s.
 
-        Changes come over the live-updates WebSocket (a ticket, then one read of the task per event of it, and one
-        every 15 s in case an event was missed); when it cannot be opened or drops, by polling every
-        `poll_interval` s with If-None-Match, which costs an unchanged task a 304 and no body."""
+        Changes come over the live-updates WebSocket (a ticket, then one read of the task per event of it; in case
+        an event was missed, also a read after `poll_interval` s, then twice as long each time nothing changed, at
+        most every 15 s); when it cannot be opened or drops, by polling every `poll_interval` s with
+        If-None-Match, which costs an unchanged task a 304 and no body."""
         state = _Watch(task_id, timeout)
         with contextlib.ExitStack() as stack:
             socket = self._open_live(stack, state.deadline) if live else None
             state.read(self._request(state.call(), state.deadline))
             assert state.task is not None
             yield state.task
+            quiet = 0  # re-reads in a row that found no change
             while not state.task.done:
                 remaining = state.remaining()
                 if socket is not None:
-                    socket = self._await_event(socket, state.key, _bounded(_base.LIVE_RECHECK_S, remaining))
+                    recheck = _base.live_recheck_s(poll_interval, quiet)
+                    socket = self._await_event(socket, state.key, _bounded(recheck, remaining))
                 else:
                     self._sleep(_bounded(poll_interval, remaining))
                 try:
@@ -241,6 +244,7 @@ class Client:
                     if state.deadline is None:
                         raise
                     continue  # the API is briefly unavailable: the wait goes on until its deadline
+                quiet = 0 if changed is not None else quiet + 1
                 if changed is not None:
                     yield changed
 
@@ -447,10 +451,12 @@ class AsyncClient:
             state.read(await self._request(state.call(), state.deadline))
             assert state.task is not None
             yield state.task
+            quiet = 0
             while not state.task.done:
                 remaining = state.remaining()
                 if socket is not None:
-                    socket = await self._await_event(socket, state.key, _bounded(_base.LIVE_RECHECK_S, remaining))
+                    recheck = _base.live_recheck_s(poll_interval, quiet)
+                    socket = await self._await_event(socket, state.key, _bounded(recheck, remaining))
                 else:
                     await self._sleep(_bounded(poll_interval, remaining))
                 try:
@@ -459,6 +465,7 @@ class AsyncClient:
                     if state.deadline is None:
                         raise
                     continue
+                quiet = 0 if changed is not None else quiet + 1
                 if changed is not None:
                     yield changed
 
