@@ -226,9 +226,11 @@ class Client:
         If-None-Match, which costs an unchanged task a 304 and no body."""
         state = _Watch(task_id, timeout)
         with contextlib.ExitStack() as stack:
-            socket = self._open_live(stack, state.deadline) if live else None
             state.read(self._request(state.call(), state.deadline))
             assert state.task is not None
+            # A socket only for a task not over yet, opened before the caller sees the task (and acts on it); what
+            # changed while it opened, the first re-read (after poll_interval) finds.
+            socket = self._open_live(stack, state.deadline) if live and not state.task.done else None
             yield state.task
             quiet = 0  # re-reads in a row that found no change
             while not state.task.done:
@@ -447,9 +449,9 @@ class AsyncClient:
     ) -> AsyncIterator[Task]:
         state = _Watch(task_id, timeout)
         async with contextlib.AsyncExitStack() as stack:
-            socket = await self._open_live(stack, state.deadline) if live else None
             state.read(await self._request(state.call(), state.deadline))
             assert state.task is not None
+            socket = await self._open_live(stack, state.deadline) if live and not state.task.done else None
             yield state.task
             quiet = 0
             while not state.task.done:
