@@ -237,8 +237,16 @@ class LiveServer:
         self.connections.append(connection)
         connection.wait_closed()
 
+    def connected(self, count: int = 1) -> list[Any]:
+        """The connections once `count` are open: the client's connect returns before the server's handler runs."""
+        deadline = time.monotonic() + 5
+        while len(self.connections) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(self.connections) >= count
+        return self.connections
+
     def push(self, event: str, task_id: Any) -> None:
-        for connection in self.connections:
+        for connection in self.connected():
             connection.send(json.dumps({"event": event, "detail": {"taskId": str(task_id)}}))
 
     def close(self) -> None:
@@ -304,7 +312,7 @@ def test_a_dropped_socket_turns_watch_to_polling_and_leaving_watch_closes_it(
         for state in watcher.watch(str(task.id).upper(), timeout=30, poll_interval=0.5):  # any spelling of the id
             states.append(state.status)
             if len(states) == 1:
-                live.connections[0].close()  # API Gateway drops the socket
+                live.connected()[0].close()  # API Gateway drops the socket
     assert states == [TaskStatus.QUEUED, TaskStatus.SUCCEEDED] and polls == [0.5]
 
     # leaving a watch early (break) closes its socket
@@ -313,6 +321,7 @@ def test_a_dropped_socket_turns_watch_to_polling_and_leaving_watch_closes_it(
         for _ in watcher.watch(other.id, timeout=30):
             break
     deadline = time.monotonic() + 5
+    live.connected(2)
     while live.connections[-1].state.name != "CLOSED" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(live.connections) == 2 and live.connections[-1].state.name == "CLOSED"
