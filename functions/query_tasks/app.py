@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from typing import Annotated, Any
@@ -42,7 +43,9 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@functools.cache
 def _document() -> dict[str, Any]:
+    """The checked-in document, read and parsed once per environment (it changes only with a deploy)."""
     return json.loads(resources.files("aitasks.http").joinpath("openapi.json").read_text())  # type: ignore[no-any-return]
 
 
