@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -25,20 +26,22 @@ from aitasks.adapters.postgres import (
     PostgresTenantRepository,
     connect,
 )
-from aitasks.adapters.sqs import SqsWorkQueue
 from aitasks.adapters.usage_plans import ApiGatewayUsagePlans, plan_ids_from_outputs, stack_outputs
 from aitasks.application.auth import CreateApiKey, SetTier
 from aitasks.application.dispatch import Dispatcher
+from aitasks.application.limits import WakeReleasedWork, Woken
 from aitasks.application.maintenance import Prune, RedriveDeadLetters
 from aitasks.application.ports import WakeUp
 from aitasks.domain.errors import AitasksError, DependencyUnavailableError
 from aitasks.domain.task import TenantId
 from aitasks.domain.tenant import DEFAULT_TIER, Tier
 from aitasks.settings import get_settings
-from aitasks_cli import __version__, profiles
+from aitasks_cli import __version__, profiles, work_queue
 from aitasks_cli import tasks as task_commands
 
 LOCAL_DIR = Path(".local")
+# An operator command saved its change, but the wake-ups for the work it frees could not be sent.
+EXIT_NOT_WOKEN = 5
 
 app = typer.Typer(no_args_is_help=True, help="aitasks: asynchronous AI tasks on AWS.")
 profiles_app = typer.Typer(no_args_is_help=True, help="Named profiles: an API URL and key each (~/.config/aitasks).")
@@ -99,6 +102,26 @@ def _database_url(option: str | None) -> str:
     if saved.is_file():
         return saved.read_text().strip()
     raise _fail("no database: pass --database-url, set DATABASE_URL, or start the local stack with `make run`")
+
+
+WorkQueueUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--work-queue-url",
+        envvar=["AITASKS_WORK_QUEUE_URL", "WORK_QUEUE_URL"],
+        show_envvar=True,
+        help="the SQS queue the wake-ups go to; default: the local stack's (for its database), else --stack's",
+    ),
+]
+WakeStack = Annotated[
+    str | None,
+    typer.Option(
+        "--stack",
+        envvar="AITASKS_STACK",
+        show_envvar=True,
+        help="the deployed stack whose work queue (output WorkQueueUrl) gets the wake-ups",
+    ),
+]
 
 
 def _describe(exc: AitasksError) -> str:
@@ -232,9 +255,75 @@ def _limit(value: str | None) -> int | None:
     return number
 
 
+def _weight(value: str) -> Decimal | None:
+    """--weight: a positive number (its share of a scarce model against the others'), or "default" for its tier's."""
+    if value == "default":
+        return None
+    try:
+        weight = Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter("a positive number, like 1, 2 or 0.5, or `default`") from None
+    if not weight.is_finite() or not Decimal("0.001") <= weight < 10**5 or weight != round(weight, 3):
+        raise typer.BadParameter("from 0.001 to 99999.999, in steps of 0.001")
+    return weight
+
+
+def _not_woken(what: str, why: str) -> typer.Exit:
+    typer.secho(
+        f"error: the change is saved, but {what} could not be sent ({why}); the sweeper will send the wake-ups "
+        "within three minutes",
+        err=True,
+        fg=typer.colors.RED,
+    )
+    return typer.Exit(EXIT_NOT_WOKEN)
+
+
+NO_QUEUE = (
+    "note: no work queue known (--work-queue-url, AITASKS_WORK_QUEUE_URL, --stack, or the local stack with its "
+    "database); the sweeper will send the wake-ups within three minutes"
+)
+
+
+def _wake(
+    provider: ConnectionProvider,
+    wake: Callable[[WakeReleasedWork], Woken],
+    *,
+    database_url: str,
+    queue_url: str | None,
+    stack: str | None,
+) -> None:
+    """After a saved change: wake-ups for the work it frees, and what was woken (exit 5 when they could not go)."""
+    try:
+        address = work_queue.locate(queue_url, stack=stack, database_url=database_url, local_dir=LOCAL_DIR)
+        queue = work_queue.open_queue(address) if address is not None else None
+    except (BotoCoreError, ClientError, KeyError) as exc:
+        raise _not_woken("its wake-ups", f"no work queue: {_aws_error(exc)}") from None
+    if address is None or queue is None:
+        typer.echo(NO_QUEUE, err=True)
+        return
+    try:
+        woken = wake(WakeReleasedWork(PostgresTaskRepository(provider), PostgresModelRepository(provider), queue))
+    except AitasksError as exc:
+        raise _not_woken("its wake-ups", _describe(exc)) from None
+    if woken.sent:
+        ids = ", ".join(str(t.id) for t in woken.sent)
+        typer.echo(f"woke {len(woken.sent)} task(s) through {address.source}: {ids}", err=True)
+    elif not woken.unsent:
+        typer.echo("nothing to wake: no due work that the change lets run now", err=True)
+    if woken.unsent:
+        raise _not_woken(f"{len(woken.unsent)} wake-up(s) through {address.source}", woken.error or "unknown")
+
+
+def _aws_error(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"the stack has no output {exc}"
+    return str(exc)
+
+
 @tenants_app.command("set-limits")
 def tenants_set_limits(
     tenant: Annotated[str, typer.Argument(help="the tenant")],
+    *,
     max_concurrency: Annotated[
         str | None,
         typer.Option(
@@ -251,42 +340,63 @@ def tenants_set_limits(
             metavar="USD|default",
         ),
     ] = None,
+    weight: Annotated[
+        str | None,
+        typer.Option(
+            "--weight",
+            help="its share of a rate-limited model against the other tenants' (`default`: its tier's)",
+            metavar="W|default",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
+    queue_url: WorkQueueUrl = None,
+    stack: WakeStack = None,
 ) -> None:
-    """Set a tenant's limits (without an option: show them). Claims apply them at once; held-back work a raised cap
-    now admits gets its wake-up from the sweeper within a minute, or from the tenant's next finishing run."""
+    """Set a tenant's limits (without an option: show them). Claims apply them at once, and the command wakes the
+    tenant's due work right after (as much as its cap has room for), so that what the change lets run starts within
+    seconds."""
     cap = _cap(max_concurrency) if max_concurrency is not None else None
     budget = _usd(monthly_budget_usd) if monthly_budget_usd is not None else None
-    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    share = _weight(weight) if weight is not None else None
+    url = _database_url(database_url)
+    provider = ConnectionProvider(lambda: url, application_name="aitasks-cli")
     now = datetime.now(UTC)
     try:
-        limits = PostgresLimitsRepository(provider)
-        if max_concurrency is not None:
-            limits.set_max_concurrency(TenantId(tenant), cap, now=now)
-        if monthly_budget_usd is not None:
-            limits.set_monthly_budget(TenantId(tenant), budget, now=now)
-        current = limits.limits(TenantId(tenant), now=now)
-    except AitasksError as exc:
-        raise _fail(_describe(exc)) from None
+        try:
+            limits = PostgresLimitsRepository(provider)
+            if max_concurrency is not None:
+                limits.set_max_concurrency(TenantId(tenant), cap, now=now)
+            if monthly_budget_usd is not None:
+                limits.set_monthly_budget(TenantId(tenant), budget, now=now)
+            if weight is not None:
+                limits.set_weight(TenantId(tenant), share, now=now)
+            current = limits.limits(TenantId(tenant), now=now)
+        except AitasksError as exc:
+            raise _fail(_describe(exc)) from None
+        tier = f"{current.tier or DEFAULT_TIER} tier"
+        cap_source = "override" if current.max_concurrency_override is not None else tier
+        typer.echo(
+            f"tenant {tenant}: max concurrency {current.max_concurrency} ({cap_source}); "
+            f"running {current.running}, queued {current.queued}"
+        )
+        month = f"this month: ${current.spent_usd:f} spent, ${current.reserved_usd:f} held"
+        if current.monthly_budget_usd is None:
+            typer.echo(f"no monthly budget; {month}")
+        else:
+            budget_source = "override" if current.budget_override is not None else tier
+            typer.echo(f"monthly budget ${current.monthly_budget_usd:f} ({budget_source}); {month}")
+        weight_source = "override" if current.weight_override is not None else tier
+        typer.echo(f"weight {current.weight:g} ({weight_source})")
+        if max_concurrency is not None or monthly_budget_usd is not None or weight is not None:
+            _wake(provider, lambda w: w.tenant(TenantId(tenant)), database_url=url, queue_url=queue_url, stack=stack)
     finally:
         provider.close()
-    tier = f"{current.tier or DEFAULT_TIER} tier"
-    cap_source = "override" if current.max_concurrency_override is not None else tier
-    typer.echo(
-        f"tenant {tenant}: max concurrency {current.max_concurrency} ({cap_source}); "
-        f"running {current.running}, queued {current.queued}"
-    )
-    month = f"this month: ${current.spent_usd:f} spent, ${current.reserved_usd:f} held"
-    if current.monthly_budget_usd is None:
-        typer.echo(f"no monthly budget; {month}")
-    else:
-        budget_source = "override" if current.budget_override is not None else tier
-        typer.echo(f"monthly budget ${current.monthly_budget_usd:f} ({budget_source}); {month}")
 
 
 @models_app.command("set-limits")
 def models_set_limits(
     model: Annotated[str, typer.Argument(help="the model, as tasks name it (payload.model or the default)")],
+    *,
     rpm: Annotated[
         str | None, typer.Option("--rpm", help="calls started in any 60 s (`none`: no limit)", metavar="N|none")
     ] = None,
@@ -295,18 +405,51 @@ def models_set_limits(
         typer.Option("--tpm", help="tokens (input + output reserved) in any 60 s (`none`: no limit)", metavar="N|none"),
     ] = None,
     database_url: DatabaseUrl = None,
+    queue_url: WorkQueueUrl = None,
+    stack: WakeStack = None,
 ) -> None:
     """Limit how fast every executor together may call a model (both options are set each time: an option left out
-    means no limit). Claims apply it at once; work it holds back shows waitingFor rate_limit."""
+    means no limit). Claims apply it at once; work it holds back shows waitingFor rate_limit. The command wakes the
+    model's due work right after (one task of each tenant waiting on it)."""
     requests, tokens = _limit(rpm), _limit(tpm)
-    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    url = _database_url(database_url)
+    provider = ConnectionProvider(lambda: url, application_name="aitasks-cli")
     try:
-        PostgresModelRepository(provider).set_limits(model, rpm=requests, tpm=tokens, now=datetime.now(UTC))
-    except AitasksError as exc:
-        raise _fail(_describe(exc)) from None
+        try:
+            key = PostgresModelRepository(provider).set_limits(model, rpm=requests, tpm=tokens, now=datetime.now(UTC))
+        except AitasksError as exc:
+            raise _fail(_describe(exc)) from None
+        typer.echo(f"{key}: {requests or 'no'} rpm, {tokens or 'no'} tpm")
+        _wake(provider, lambda w: w.model(key), database_url=url, queue_url=queue_url, stack=stack)
     finally:
         provider.close()
-    typer.echo(f"{model}: {requests or 'no'} rpm, {tokens or 'no'} tpm")
+
+
+@models_app.command("resume")
+def models_resume(
+    model: Annotated[str, typer.Argument(help="the model, as tasks name it")],
+    database_url: DatabaseUrl = None,
+    queue_url: WorkQueueUrl = None,
+    stack: WakeStack = None,
+) -> None:
+    """Lift the pause a provider's 429 put on a model (its Retry-After), and wake the model's due work at once."""
+    url = _database_url(database_url)
+    provider = ConnectionProvider(lambda: url, application_name="aitasks-cli")
+    try:
+        try:
+            repo = PostgresModelRepository(provider)
+            now = datetime.now(UTC)
+            paused = {m.model: m.paused_until for m in repo.models(now=now) if m.paused_until is not None}
+            key = repo.resume(model, now=now)
+        except AitasksError as exc:
+            raise _fail(_describe(exc)) from None
+        if key is not None and key in paused:
+            typer.echo(f"{key}: resumed (it was paused until {paused[key].isoformat(timespec='seconds')})")
+        else:
+            typer.echo(f"{key or model}: not paused")
+        _wake(provider, lambda w: w.model(key or model), database_url=url, queue_url=queue_url, stack=stack)
+    finally:
+        provider.close()
 
 
 @models_app.command("list")
@@ -381,22 +524,14 @@ def local_logs(
         raise _fail(f"the local stack at {endpoint}: {exc}") from None
 
 
-class _SweeperWakesThem:
-    """Without WORK_QUEUE_URL the CLI sends no wake-ups: the sweeper sends them within its grace period."""
+class _WokenAfter:
+    """The redrive's wake-ups are sent after it, by _wake, which says whether they went."""
 
     def send(self, wake: WakeUp, *, delay_s: int = 0) -> None:
         return None
 
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         return None
-
-
-def _dispatcher() -> Dispatcher:
-    settings = get_settings()
-    if not settings.work_queue_url:
-        typer.echo("note: WORK_QUEUE_URL is not set; the sweeper will send the wake-ups", err=True)
-        return Dispatcher(_SweeperWakesThem())
-    return Dispatcher(SqsWorkQueue(settings.work_queue_url))
 
 
 @tasks_app.command("redrive")
@@ -410,23 +545,29 @@ def tasks_redrive(
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 1000,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be redriven")] = False,
     database_url: DatabaseUrl = None,
+    queue_url: WorkQueueUrl = None,
+    stack: WakeStack = None,
 ) -> None:
     """Queue dead-lettered tasks again with a new attempt budget (their history is kept); writes task.queued."""
     if status != "dead_letter":
         raise _fail("only --status dead_letter can be redriven")
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    provider = ConnectionProvider(lambda: _database_url(database_url), application_name="aitasks-cli")
+    url = _database_url(database_url)
+    provider = ConnectionProvider(lambda: url, application_name="aitasks-cli")
     try:
-        redrive = RedriveDeadLetters(PostgresTaskRepository(provider), _dispatcher())
-        tasks = redrive(types=type_, since=since, limit=limit, dry_run=dry_run)
-    except AitasksError as exc:
-        raise _fail(_describe(exc)) from None
+        try:
+            redrive = RedriveDeadLetters(PostgresTaskRepository(provider), Dispatcher(_WokenAfter()))
+            tasks = redrive(types=type_, since=since, limit=limit, dry_run=dry_run)
+        except AitasksError as exc:
+            raise _fail(_describe(exc)) from None
+        for task in tasks:
+            typer.echo(f"{task.id}\t{task.tenant_id}\t{task.type}\t{task.last_error or ''}")
+        typer.echo(f"{'would redrive' if dry_run else 'redrove'} {len(tasks)} task(s)", err=True)
+        if tasks and not dry_run:
+            _wake(provider, lambda w: w.send(tasks), database_url=url, queue_url=queue_url, stack=stack)
     finally:
         provider.close()
-    for task in tasks:
-        typer.echo(f"{task.id}\t{task.tenant_id}\t{task.type}\t{task.last_error or ''}")
-    typer.echo(f"{'would redrive' if dry_run else 'redrove'} {len(tasks)} task(s)", err=True)
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 The rules that hold a run back (rate limits, a 429's pause, budgets) live in the claim statement (migration 0009);
 this module keeps what Python decides: a model's price and worst cost when a task is created, the allow-list, the
-price sync, and the usage report.
+price sync, the usage report, and the wake-ups that make an operator's change take effect at once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from aitasks.application.ai import FAKE_MODEL_PRICE, ModelPrice, PriceTable
+from aitasks.application.ports import WakeUp
 from aitasks.application.tasks import utc_now
 from aitasks.domain.errors import InvalidTaskError
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from decimal import Decimal
 
-    from aitasks.application.ports import LimitsRepository, ModelRepository, ModelSpend
-    from aitasks.domain.task import TenantId
+    from aitasks.application.ports import LimitsRepository, ModelRepository, ModelSpend, TaskRepository, WorkQueue
+    from aitasks.domain.task import Task, TenantId
 
 FAKE_MODEL = "fake-echo-1"
 
@@ -125,3 +126,50 @@ class GetUsage:
             queued=limits.queued,
             by_model=self.limits.spend_by_model(tenant_id, now=now),
         )
+
+
+# An operator's change wakes at most this many tasks itself: each wake-up starts an executor that claims up to its
+# batch and goes on claiming as its runs end, and the sweeper wakes whatever is left within a minute or two.
+MAX_WAKE_UPS = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Woken:
+    """What waking after an operator's change did: the tasks whose wake-ups went out, those whose did not (the
+    sweeper sends theirs), and why they did not."""
+
+    sent: list[Task]
+    unsent: list[Task] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WakeReleasedWork:
+    """After an operator's change - a tenant's cap, budget or weight, a model's limits, a lifted pause - wake-ups at
+    once for the work it may let run, so that it starts within seconds instead of at the sweeper's next minute. A
+    wake-up only says there is due work: the claim decides what runs, by the limits as they are now.
+
+    The change is saved before this runs, in its own transaction: a wake-up that cannot be sent costs delay, never
+    the change."""
+
+    tasks: TaskRepository
+    models: ModelRepository
+    queue: WorkQueue
+    clock: Callable[[], datetime] = utc_now
+
+    def tenant(self, tenant_id: TenantId) -> Woken:
+        """The tenant's due tasks, as many as its cap has room for now (marked woken, so the sweeper leaves them)."""
+        return self.send(self.tasks.wake_freed({tenant_id: MAX_WAKE_UPS}, now=self.clock()))
+
+    def model(self, model: str) -> Woken:
+        """One due task of each tenant waiting on the model."""
+        return self.send(self.models.due_tasks(model, now=self.clock(), limit=MAX_WAKE_UPS))
+
+    def send(self, tasks: list[Task]) -> Woken:
+        """Wake-ups for these tasks (a redrive's, say), in order, until one cannot be sent."""
+        for i, task in enumerate(tasks):
+            try:
+                self.queue.send(WakeUp(tenant_id=task.tenant_id, task_id=task.id))
+            except Exception as exc:  # the queue's client raises its own errors; the rest would fail the same way
+                return Woken(tasks[:i], tasks[i:], f"{type(exc).__name__}: {exc}")
+        return Woken(tasks)
