@@ -96,7 +96,8 @@ def db(database_url: str) -> Iterator[ConnectionProvider]:
     with connect(database_url) as conn:
         conn.execute(
             "TRUNCATE tasks, task_attempts, task_artifacts, outbox_messages, api_keys, tenants, tenant_limits,"
-            " idempotency_records, websocket_tickets, websocket_connections, model_limits, model_calls, tenant_spend"
+            " idempotency_records, websocket_tickets, websocket_connections, model_limits, model_calls, tenant_spend,"
+            " task_queues, model_state"
             " CASCADE"
         )
     provider = ConnectionProvider(lambda: database_url)

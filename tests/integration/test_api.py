@@ -140,6 +140,7 @@ def test_attempts_and_artifacts_are_served_in_order(api, db) -> None:
         "tokensIn": 10,
         "tokensOut": 5,
         "cost": "0.00000450",
+        "costEstimated": False,
         "latencyMs": 120,
         "errorCode": None,
         "errorDetail": None,

@@ -4,6 +4,8 @@ finish, the price of a task fixed when it is created, the allow-list, output cap
 
 from __future__ import annotations
 
+import itertools
+
 import json
 import threading
 import time
@@ -23,7 +25,7 @@ from aitasks.adapters.postgres import (
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.executor import Execute
 from aitasks.application.limits import ModelCatalog
-from aitasks.application.ports import Delivery, WakeUp
+from aitasks.application.ports import Delivery, FinishedRun, RunOutcome, WakeUp
 from aitasks.application.tasks import NewTask
 from aitasks.domain.errors import BudgetExceededError, InvalidTaskError
 from aitasks.domain.retry import RetryPolicy
@@ -245,7 +247,9 @@ def test_usage_reports_the_month_per_model(api, db) -> None:
 # --- rate limits and pauses ------------------------------------------------------------------------------------
 
 
-def test_rpm_6_lets_at_most_6_calls_start_in_any_60_s_across_8_executors(db, database_url: str) -> None:
+def test_rpm_6_lets_at_most_6_calls_start_in_any_60_s_spread_10_s_apart_across_8_executors(
+    db, database_url: str
+) -> None:
     # given: a model limited to 6 calls a minute and 10 due tasks of it
     clock = Clock(datetime.now(UTC) + timedelta(seconds=1))
     PostgresModelRepository(db).set_limits("fake-echo-1", rpm=6, tpm=None, now=clock())
@@ -257,37 +261,61 @@ def test_rpm_6_lets_at_most_6_calls_start_in_any_60_s_across_8_executors(db, dat
         queues.append(InMemoryWorkQueue())
         return engine(provider, clock=clock, queue_=queues[-1])
 
-    # when: 8 executors claim at once, then again 30 s later, then once the minute has passed
+    # when: 8 executors claim at once: the spacing lets one call start now (6 a minute: one every 10 s)
     first = executors_at_once(database_url, 8, executor)
-    assert sum(r.claimed for r in first) == 6
+    assert sum(r.claimed for r in first) == 1
     waiting = {PostgresTaskRepository(db).get(T, i).waiting_for for i in ids}
     assert waiting == {None, "rate_limit"}
-    # the claims that held work back woke it for when the limit lets it go, never sooner
+    # the claims that held work back sent one wake-up between them, for when the spacing lets the next start
     wakes = [m.wake.at for q in queues for m in q.sent]
-    assert wakes and min(wakes) >= clock() + timedelta(seconds=59)
-    clock.advance(30)
-    assert sum(r.claimed for r in executors_at_once(database_url, 8, executor)) == 0
-    clock.advance(30.001)
-    assert sum(r.claimed for r in executors_at_once(database_url, 8, executor)) == 4
-    # then: every task ran once, and no 60 s window saw more than 6 calls start
+    assert wakes == [clock() + timedelta(seconds=10)]
+    # then one executor a second for two minutes and a half
+    for _ in range(150):
+        clock.advance(1)
+        execute(engine(db, clock=clock))
+    # then: every task ran once, no 61 s window saw more than 6 calls start, and no two started within 10 s
     assert statuses(db) == {"succeeded": 10}
     starts = sorted(r["at"] for r in db().execute("SELECT at FROM model_calls WHERE model = 'fake-echo-1'"))
     assert len(starts) == 10
-    assert max(sum(1 for s in starts if t - timedelta(seconds=60) < s <= t) for t in starts) == 6
+    assert max(sum(1 for s in starts if t - timedelta(seconds=61) < s <= t) for t in starts) == 6
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= timedelta(seconds=10)
     once = db().execute("SELECT count(*) AS n FROM task_attempts WHERE attempt_no = 1").fetchone()["n"]
     assert once == 10
 
 
-def test_tpm_counts_the_input_and_the_output_reserved(db) -> None:
+def test_tpm_counts_a_token_per_4_characters_sent_and_the_output_cap(db) -> None:
     clock = Clock(datetime.now(UTC) + timedelta(seconds=1))
     make = create_task(db, Dispatcher(InMemoryWorkQueue()))
-    one = make(T, new("p", maxTokens=500))
-    needs = one.input_tokens + one.max_output_tokens
-    make(T, new("q", maxTokens=500))
-    PostgresModelRepository(db).set_limits("fake-echo-1", rpm=None, tpm=needs + 10, now=clock())
-    assert execute(engine(db, clock=clock)).claimed == 1  # a second would take the minute past its tokens
-    clock.advance(61)
-    assert execute(engine(db, clock=clock)).claimed == 1
+    prompt = "x" * 4000
+    one = make(T, new(prompt, maxTokens=500))
+    # as OpenAI's limiter counts it: about chars/4 of what is sent (with the system prompt's allowance) + max_tokens
+    assert one.rate_tokens == (4000 + 240) // 4 + 500
+    assert one.input_tokens > 4000  # the budget's bound stays a bound: UTF-8 bytes and the framing
+    for _ in range(2):
+        make(T, new(prompt, maxTokens=500))
+    PostgresModelRepository(db).set_limits("fake-echo-1", rpm=None, tpm=2 * one.rate_tokens + 1035, now=clock())
+    repo = PostgresTaskRepository(db)
+
+    def claim() -> list[Any]:
+        tasks = repo.claim_due(limit=3, locked_by="inv", lease_until=clock() + timedelta(seconds=20), now=clock())
+        return [t for t in tasks if t.status is TaskStatus.RUNNING]
+
+    first = claim()
+    assert len(first) == 2  # a third would take the minute past its tokens
+    # a call that reports its usage settles the window with it: the room it did not use is free at once
+    used = FinishedRun(
+        first[0].id,
+        first[0].attempt_count,
+        RunOutcome(TaskStatus.SUCCEEDED, "succeeded", tokens_in=1010, tokens_out=20),
+    )
+    # a call that reports none keeps what it was counted
+    unknown = FinishedRun(
+        first[1].id, first[1].attempt_count, RunOutcome(TaskStatus.FAILED, "failed", error_code="timeout")
+    )
+    repo.finish_runs([used, unknown], locked_by="inv", now=clock())
+    assert [t.id for t in claim()] != []  # the third fits in what the first did not use
+    window = db().execute("SELECT sum(tokens) AS n FROM model_calls WHERE model = 'fake-echo-1'").fetchone()["n"]
+    assert window == 1030 + 2 * one.rate_tokens
 
 
 def test_a_429_with_retry_after_pauses_the_model_for_every_task(db, openai_stub: OpenAiStub) -> None:

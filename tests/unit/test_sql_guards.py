@@ -44,9 +44,13 @@ def guarded_statements() -> list[str]:
 
 
 def test_every_status_change_is_found_and_annotated() -> None:
-    assert {"function claim_tasks", "finish_runs", "abandon_expired_run", "cancel_task", "redrive"} <= set(
-        guarded_statements()
-    )
+    assert {
+        "function claim_tasks",
+        "function finish_runs",
+        "function abandon_expired_runs",
+        "cancel_task",
+        "redrive",
+    } <= set(guarded_statements())
     for name in guarded_statements():
         assert transitions(STATEMENTS[name]), f"{name} changes a status but declares no transition"
 
@@ -58,20 +62,25 @@ def test_the_where_names_exactly_the_allowed_sources_and_the_set_the_target(name
     for path in paths:
         require_path(None, path[0], *path[1:])  # raises if the table forbids a step
     body = code(sql)
-    update = body[re.search(r"UPDATE tasks\s+SET status", body).start() :]
-    where = update[update.index("WHERE") : update.index("RETURNING")]
-    guard = re.search(r"status IN \(([^)]*)\)", where)
-    assert guard, f"{name}: the UPDATE is not guarded by status IN (...)"
-    guarded = {TaskStatus(s) for s in re.findall(rf"'({STATUS})'", guard[1])}
-    assert guarded == {p[0] for p in paths}
-    # The SET names the target: one literal, a CASE over literals, or (a run's end) the caller's value.
-    set_clause = update[update.index("SET status =") : update.index("WHERE")]
-    first = set_clause.split(",")[0]
-    if "%(status)s" in first or "run.status" in first:
-        return
-    targets = {TaskStatus(s) for s in re.findall(rf"'({STATUS})'", set_clause.split(" END")[0])}
-    if "CASE" not in first:
-        targets = {TaskStatus(re.search(rf"SET status = '({STATUS})'", set_clause)[1])}
+    sources: set[TaskStatus] = set()
+    targets: set[TaskStatus] = set()
+    for start in (m.start() for m in re.finditer(r"UPDATE tasks\s+SET status", body)):
+        update = body[start:]
+        where = update[update.index("WHERE") : update.index("RETURNING")]
+        guard = re.search(r"status IN \(([^)]*)\)", where)
+        assert guard, f"{name}: the UPDATE is not guarded by status IN (...)"
+        sources |= {TaskStatus(s) for s in re.findall(rf"'({STATUS})'", guard[1])}
+        # The SET names the target: one literal, a CASE over literals, or (a run's end) the caller's value.
+        set_clause = update[update.index("SET status =") : update.index("WHERE")]
+        first = set_clause.split(",")[0]
+        if re.search(r"%\(status\)s|\b(run|c)\.status\b", first):
+            targets |= {p[-1] for p in paths}
+            continue
+        if "CASE" in first:
+            targets |= {TaskStatus(s) for s in re.findall(rf"'({STATUS})'", set_clause.split(" END")[0])}
+        else:
+            targets.add(TaskStatus(re.search(rf"SET status = '({STATUS})'", set_clause)[1]))
+    assert sources == {p[0] for p in paths}
     assert targets == {p[-1] for p in paths}
 
 

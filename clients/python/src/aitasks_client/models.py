@@ -127,6 +127,7 @@ class Attempt(_Model):
     tokens_in: int | None
     tokens_out: int | None
     cost: Decimal | None
+    cost_estimated: bool = False  # no usage or no price: charged what it held, the most it could cost
     latency_ms: int | None
     error_code: str | None
     error_detail: str | None

@@ -361,8 +361,10 @@ def _task(row: Mapping[str, Any] | None) -> Task | None:
         max_output_tokens=row["max_output_tokens"],
         worst_cost=row["worst_cost"],
         max_cost_usd=row["max_cost_usd"],
-        deferred_until=row["deferred_until"],
-        deferred_for=row["deferred_for"],
+        model_key=row["model_key"],
+        rate_tokens=row["rate_tokens"],
+        deferred_until=row.get("wake_at"),
+        deferred_for="rate_limit" if row.get("wake_at") else None,
         waiting_for=cast("WaitingFor | None", row.get("waiting_for")),
     )
 
@@ -422,7 +424,9 @@ class PostgresTaskRepository(_Repository):
                 "max_attempts": task.max_attempts,
                 "now": task.created_at,
                 "model": task.model,
+                "model_key": task.model_key,
                 "input_tokens": task.input_tokens,
+                "rate_tokens": task.rate_tokens,
                 "max_output_tokens": task.max_output_tokens,
                 "worst_cost": task.worst_cost,
                 "max_cost_usd": task.max_cost_usd,
@@ -540,6 +544,7 @@ class PostgresTaskRepository(_Repository):
                 error_detail=r["error_detail"],
                 started_at=r["started_at"],
                 ended_at=r["ended_at"],
+                cost_estimated=bool(r["cost_estimated"]),
             )
             for r in rows
             if r["attempt_no"] is not None
@@ -687,6 +692,13 @@ class PostgresLimitsRepository(_Repository):
     def set_monthly_budget(self, tenant_id: TenantId, usd: Decimal | None, *, now: datetime) -> None:
         self._fetchone("set_monthly_budget", {"tenant_id": tenant_id, "monthly_budget_usd": usd, "now": now})
 
+    def set_weight(self, tenant_id: TenantId, weight: Decimal | None, *, now: datetime) -> None:
+        self._run("set_weight", {"tenant_id": tenant_id, "weight": weight, "now": now})
+
+    def model_tpm(self, model_key: str) -> int | None:
+        row = self._fetchone("model_tpm", {"model_key": model_key}, module="tasks")
+        return row["tpm"] if row else None
+
     def limits(self, tenant_id: TenantId, *, now: datetime) -> TenantLimits:
         row = self._fetchone("limits", {"tenant_id": tenant_id, "now": now})
         assert row is not None  # the query always returns its one row
@@ -701,6 +713,8 @@ class PostgresLimitsRepository(_Repository):
             budget_override=row["budget_override"],
             spent_usd=row["spent_usd"],
             reserved_usd=row["reserved_usd"],
+            weight=row["weight"],
+            weight_override=row["weight_override"],
         )
 
     def spend_by_model(self, tenant_id: TenantId, *, now: datetime) -> list[ModelSpend]:
@@ -752,8 +766,18 @@ class PostgresModelRepository(_Repository):
         self._table = None
         return len(prices)
 
-    def set_limits(self, model: str, *, rpm: int | None, tpm: int | None, now: datetime) -> None:
-        self._fetchone("set_limits", {"model": model, "rpm": rpm, "tpm": tpm, "now": now})
+    def set_limits(self, model: str, *, rpm: int | None, tpm: int | None, now: datetime) -> str:
+        key = self.price_table().key(model)
+        self._fetchone("set_limits", {"model": key, "rpm": rpm, "tpm": tpm, "now": now})
+        return key
+
+    def resume(self, model: str, *, now: datetime) -> str | None:
+        key = self.price_table().key(model)
+        return key if self._fetchone("resume_model", {"model": key, "now": now}) else None
+
+    def due_tasks(self, model: str, *, now: datetime, limit: int) -> list[Task]:
+        key = self.price_table().key(model)
+        return _tasks(self._fetchall("model_wake_list", {"model": key, "now": now, "limit": limit}))
 
     def models(self, *, now: datetime) -> list[ModelStatus]:
         return [ModelStatus(**row) for row in self._fetchall("models", {"now": now})]

@@ -209,6 +209,11 @@ class PriceTable:
         ]
         return max(candidates, key=len) if candidates else None
 
+    def key(self, model: str) -> str:
+        """The model's canonical name, the one place names are mapped: its known (priced) name, so that a dated
+        snapshot or another casing shares its limits, pauses, spend and price; else the name lowercased."""
+        return self.known_name(model) or model.strip().lower()
+
     def price_of(self, model: str) -> ModelPrice | None:
         known = self.known_name(model)
         return self.prices[known] if known is not None else None
@@ -277,6 +282,24 @@ def input_tokens_at_most(payload: Mapping[str, Any]) -> int:
         if value is not None:
             parts.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
     return sum(len(part.encode()) for part in parts) + INPUT_OVERHEAD_TOKENS
+
+
+# What a call sends besides its prompt, context and schema, in characters: the system prompt and the chat format's
+# framing (adapters/openai_provider.py's prompts are under 200 characters).
+RATE_FRAMING_CHARS = 240
+
+
+def rate_limit_tokens(payload: Mapping[str, Any], max_output_tokens: int) -> int:
+    """What one call counts against its model's tokens per minute, as OpenAI's limiter (and Azure OpenAI's) counts
+    it: about a token per 4 characters sent, plus the output cap. Unlike `input_tokens_at_most` this is an estimate,
+    not a bound: a low one costs at worst a 429, which pauses the model; the window is settled with the real usage
+    when the call ends."""
+    parts = [str(payload.get("prompt", ""))]
+    for value in (payload.get("context"), (payload.get("params") or {}).get("schema")):
+        if value is not None:
+            parts.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    chars = sum(len(part) for part in parts) + RATE_FRAMING_CHARS
+    return -(-chars // 4) + max_output_tokens
 
 
 # The fake provider's model has a price, so that costs and budgets can be exercised without a real one.

@@ -44,6 +44,7 @@ class AttemptRecord:
     error_detail: str | None
     started_at: datetime
     ended_at: datetime | None
+    cost_estimated: bool = False  # the cost could not be known: the attempt was charged what it held
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -219,6 +220,8 @@ class TenantLimits:
     budget_override: Decimal | None = None
     spent_usd: Decimal = Decimal(0)  # this month
     reserved_usd: Decimal = Decimal(0)  # held by running attempts
+    weight: float = 1.0  # its share of a scarce model against the others': the override, else the tier's
+    weight_override: Decimal | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -243,6 +246,15 @@ class LimitsRepository(Protocol):
     def set_monthly_budget(self, tenant_id: TenantId, usd: Decimal | None, *, now: datetime) -> None:
         """Override the tenant's monthly budget; None goes back to its tier's (none by default). Work the old budget
         held back may run again."""
+        ...
+
+    def set_weight(self, tenant_id: TenantId, weight: Decimal | None, *, now: datetime) -> None:
+        """Override the tenant's weight, its share of a scarce model against the others'; None goes back to its
+        tier's."""
+        ...
+
+    def model_tpm(self, model_key: str) -> int | None:
+        """The tokens a minute the model allows (None: no limit)."""
         ...
 
     def limits(self, tenant_id: TenantId, *, now: datetime) -> TenantLimits: ...
@@ -276,7 +288,18 @@ class ModelRepository(Protocol):
         """Store these prices (model -> provider, price, source) and forget every other model's; how many stored."""
         ...
 
-    def set_limits(self, model: str, *, rpm: int | None, tpm: int | None, now: datetime) -> None: ...
+    def set_limits(self, model: str, *, rpm: int | None, tpm: int | None, now: datetime) -> str:
+        """Set the limits of the model `model` stands for (a snapshot or another casing maps to its canonical name,
+        which is returned); what claims found blocked under the old limits is judged afresh."""
+        ...
+
+    def resume(self, model: str, *, now: datetime) -> str | None:
+        """Lift the model's pause now (its canonical name, or None if it has no limits row)."""
+        ...
+
+    def due_tasks(self, model: str, *, now: datetime, limit: int) -> list[Task]:
+        """One due task of each tenant waiting on the model (at most `limit`): what to wake after a change."""
+        ...
 
     def models(self, *, now: datetime) -> list[ModelStatus]: ...
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from aitasks.application.ai import FakeParams, input_tokens_at_most
+from aitasks.application.ai import FakeParams, input_tokens_at_most, rate_limit_tokens
 from aitasks.domain.errors import (
     BudgetExceededError,
     IdempotencyKeyReusedError,
@@ -85,6 +85,7 @@ class CreateTask:
         model = self.models.resolve(new.payload.get("model"))
         input_tokens, output_tokens = input_tokens_at_most(new.payload), max_output_tokens(new.type, new.payload)
         worst = self.models.prices.worst_cost(model, input_tokens=input_tokens, max_output_tokens=output_tokens)
+        model_key, rate_tokens = self.models.prices.key(model), rate_limit_tokens(new.payload, output_tokens)
         now = self.clock()
         submitted = Task.submit(
             tenant_id=tenant_id,
@@ -100,6 +101,8 @@ class CreateTask:
             max_output_tokens=output_tokens,
             worst_cost=worst,
             max_cost_usd=new.max_cost_usd,
+            model_key=model_key,
+            rate_tokens=rate_tokens,
         )
         try:
             task = self.tasks.add(submitted)
@@ -107,17 +110,28 @@ class CreateTask:
             assert idempotency_key is not None  # only a keyed task can collide
             task = self._same_request(tenant_id, idempotency_key, new)
         if task is None:
-            raise self._refusal(tenant_id, model, worst, now)
+            raise self._refusal(submitted, worst, now)
         self._wake(task, now)
         return task
 
-    def _refusal(self, tenant_id: TenantId, model: str, worst: Decimal | None, now: datetime) -> Exception:
-        """Why the store refused the task: an unpriced model for a tenant with a budget, or the budget used up."""
+    def _refusal(self, task: Task, worst: Decimal | None, now: datetime) -> Exception:
+        """Why the store refused the task: a call larger than its model's tokens per minute, an unpriced model for a
+        tenant with a budget, or the budget used up."""
         from aitasks.application.limits import period_bounds
 
-        limits = self.limits.limits(tenant_id, now=now)
+        tpm = self.limits.model_tpm(task.model_key)
+        if tpm is not None and task.rate_tokens is not None and task.rate_tokens > tpm:
+            message = (
+                f"one call of this task counts {task.rate_tokens} tokens against {task.model!r}'s limit of {tpm} "
+                "tokens a minute, so it could never run; shorten the input or lower params.maxTokens"
+            )
+            return InvalidTaskError([("payload", message)])
+        limits = self.limits.limits(task.tenant_id, now=now)
         if worst is None and limits.monthly_budget_usd is not None:
-            message = f"{model!r} has no price; a tenant with a budget can only use priced models"
+            message = (
+                f"{task.model!r} has no price, and a tenant with a budget can only use priced models "
+                "(its cost could not be held against the budget)"
+            )
             return InvalidTaskError([("payload.model", message)])
         budget = limits.monthly_budget_usd if limits.monthly_budget_usd is not None else limits.spent_usd
         return BudgetExceededError(budget, limits.spent_usd, limits.reserved_usd, period_bounds(now)[1])

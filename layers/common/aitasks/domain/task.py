@@ -119,7 +119,11 @@ class Task:
     max_output_tokens: int | None = None
     worst_cost: Decimal | None = None
     max_cost_usd: Decimal | None = None
-    # A claim held it back (rate_limit, budget) until then.
+    # The model's canonical name (limits, pauses, spend and prices are keyed by it; '' when none is named), and what one
+    # call counts against the model's tokens per minute, as its provider counts them.
+    model_key: str = ""
+    rate_tokens: int | None = None
+    # Only on a claim's answer, never stored: a task of a model with no room now (rate_limit), to wake then.
     deferred_until: datetime | None = None
     deferred_for: str | None = None
     # Why a queued or failed task is not running now, derived by the database when the task is read; None when it
@@ -147,6 +151,8 @@ class Task:
         max_output_tokens: int | None = None,
         worst_cost: Decimal | None = None,
         max_cost_usd: Decimal | None = None,
+        model_key: str | None = None,
+        rate_tokens: int | None = None,
     ) -> Task:
         """A new task, accepted and queued: it is runnable from `scheduled_at` (or now)."""
         if not 1 <= max_attempts <= MAX_ATTEMPTS_CEILING:
@@ -170,6 +176,8 @@ class Task:
             max_output_tokens=max_output_tokens,
             worst_cost=worst_cost,
             max_cost_usd=max_cost_usd,
+            model_key=model_key if model_key is not None else (model or "").strip().lower(),
+            rate_tokens=rate_tokens if rate_tokens is not None else (input_tokens or 0) + (max_output_tokens or 0),
         )
 
     def transition(self, target: TaskStatus, now: datetime, **changes: Any) -> Task:

@@ -55,6 +55,7 @@ ATTEMPT: dict[str, JsonValue] = {
     "tokensIn": 12,
     "tokensOut": 13,
     "cost": "0.00000960",
+    "costEstimated": False,
     "latencyMs": 1840,
     "errorCode": None,
     "errorDetail": None,

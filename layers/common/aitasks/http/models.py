@@ -162,6 +162,11 @@ class AttemptView(CamelModel):
     tokens_in: int | None
     tokens_out: int | None
     cost: Money | None
+    cost_estimated: bool = Field(
+        default=False,
+        description="the cost could not be known (no usage reported, or no price): the attempt was charged what it "
+        "held, the most it could cost",
+    )
     latency_ms: int | None
     error_code: str | None
     error_detail: str | None

@@ -19,18 +19,49 @@ SET provider = EXCLUDED.provider, input_per_m = EXCLUDED.input_per_m, output_per
 DELETE FROM model_prices WHERE NOT (model = ANY(%(models)s)) RETURNING model;
 
 -- name: set_limits
-INSERT INTO model_limits (model, rpm, tpm, updated_at)
-VALUES (%(model)s, %(rpm)s, %(tpm)s, %(now)s)
-ON CONFLICT (model) DO UPDATE SET rpm = EXCLUDED.rpm, tpm = EXCLUDED.tpm, updated_at = EXCLUDED.updated_at
-RETURNING model;
+-- Under the model's canonical name (the caller maps it). What a claim found blocked under the old limits is
+-- forgotten, so the next claim judges it afresh (the caller wakes the model's work right after).
+WITH saved AS (
+    INSERT INTO model_limits (model, rpm, tpm, updated_at)
+    VALUES (%(model)s, %(rpm)s, %(tpm)s, %(now)s)
+    ON CONFLICT (model) DO UPDATE SET rpm = EXCLUDED.rpm, tpm = EXCLUDED.tpm, updated_at = EXCLUDED.updated_at
+    RETURNING model
+), state AS (
+    UPDATE model_state SET blocked_until = NULL, wake_at = NULL, rpm_tat = NULL WHERE model_key = %(model)s
+)
+SELECT model FROM saved;
+
+-- name: resume_model
+-- An operator lifts a provider's pause at once (the caller wakes the model's work right after).
+WITH resumed AS (
+    UPDATE model_limits SET paused_until = NULL, updated_at = %(now)s WHERE model = %(model)s RETURNING model
+), state AS (
+    UPDATE model_state SET blocked_until = NULL, wake_at = NULL WHERE model_key = %(model)s
+)
+SELECT model FROM resumed;
+
+-- name: model_wake_list
+-- Due tasks of a model, one per tenant with due work on it (at most %(limit)s): what an operator's change may have
+-- released, to wake right away.
+SELECT t.* FROM task_queues q
+CROSS JOIN LATERAL (
+    SELECT t.* FROM tasks t
+    WHERE t.tenant_id = q.tenant_id AND t.model_key = q.model_key AND t.status IN ('queued', 'failed')
+      AND t.available_at <= %(now)s
+    ORDER BY task_rank(t.available_at, t.priority), t.id
+    LIMIT 1
+) t
+WHERE q.model_key = %(model)s AND q.ready_at <= %(now)s
+ORDER BY q.vtime, q.tenant_id
+LIMIT %(limit)s;
 
 -- name: models
 -- Every model with a price or limits: its limits, its pause, and what it started in the last 60 s.
 SELECT m.model, p.provider, p.input_per_m, p.output_per_m, l.rpm, l.tpm,
        CASE WHEN l.paused_until > %(now)s THEN l.paused_until END AS paused_until,
-       (SELECT count(*) FROM model_calls k WHERE k.model = m.model AND k.at > %(now)s - interval '60 seconds') AS calls,
+       (SELECT count(*) FROM model_calls k WHERE k.model = m.model AND k.at > %(now)s - rate_window()) AS calls,
        (SELECT COALESCE(sum(k.tokens), 0) FROM model_calls k
-        WHERE k.model = m.model AND k.at > %(now)s - interval '60 seconds') AS tokens
+        WHERE k.model = m.model AND k.at > %(now)s - rate_window()) AS tokens
 FROM (SELECT model FROM model_prices UNION SELECT model FROM model_limits) AS m
 LEFT JOIN model_prices p ON p.model = m.model
 LEFT JOIN model_limits l ON l.model = m.model

@@ -4,20 +4,29 @@
 
 -- name: insert_task
 -- transition: created -> queued
--- Refused (no row) when the tenant's month has already spent or holds its whole budget, or when the tenant has a
--- budget and the model no price (the caller then reads why).
+-- Refused (no row) when the tenant's month has already spent or holds its whole budget, when the tenant has a budget
+-- and the model no price, or when one call of the task counts more tokens than its model allows in a minute (the
+-- caller then reads why). The task's queue (its tenant's work on its model) is ready from the task's due time.
 WITH budget AS (
-    SELECT tenant_budget(%(tenant_id)s) AS usd, tenant_committed(%(tenant_id)s, budget_period(%(now)s)) AS committed
+    SELECT tenant_budget(%(tenant_id)s) AS usd,
+           (SELECT m.spent + m.reserved FROM tenant_month(%(tenant_id)s, budget_period(%(now)s)) m) AS committed
 ), task AS (
     INSERT INTO tasks (id, tenant_id, type, priority, status, payload, idempotency_key, scheduled_at, available_at,
                        max_attempts, attempt_count, created_at, updated_at, dispatched_at,
-                       model, input_tokens, max_output_tokens, worst_cost, max_cost_usd)
+                       model, model_key, input_tokens, rate_tokens, max_output_tokens, worst_cost, max_cost_usd)
     SELECT %(id)s, %(tenant_id)s, %(type)s, %(priority)s, 'queued', %(payload)s, %(idempotency_key)s,
            %(scheduled_at)s, %(available_at)s, %(max_attempts)s, 0, %(now)s, %(now)s, %(now)s,
-           %(model)s, %(input_tokens)s, %(max_output_tokens)s, %(worst_cost)s, %(max_cost_usd)s
+           %(model)s, %(model_key)s, %(input_tokens)s, %(rate_tokens)s, %(max_output_tokens)s, %(worst_cost)s,
+           %(max_cost_usd)s
     FROM budget
-    WHERE budget.usd IS NULL OR (budget.committed < budget.usd AND %(worst_cost)s::numeric IS NOT NULL)
+    WHERE (budget.usd IS NULL OR (budget.committed < budget.usd AND %(worst_cost)s::numeric IS NOT NULL))
+      AND NOT EXISTS (SELECT 1 FROM model_limits l WHERE l.model = %(model_key)s AND l.tpm < %(rate_tokens)s)
     RETURNING *
+), queue AS (
+    INSERT INTO task_queues AS tq (tenant_id, model_key, ready_at, gen)
+    SELECT task.tenant_id, task.model_key, task.available_at, 1 FROM task
+    ON CONFLICT (tenant_id, model_key)
+    DO UPDATE SET ready_at = LEAST(tq.ready_at, EXCLUDED.ready_at), gen = tq.gen + 1
 ), events AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
     SELECT gen_random_uuid(), task.id, task.tenant_id, e.event_type,
@@ -25,108 +34,34 @@ WITH budget AS (
     FROM task, (VALUES (1, 'task.created', 'created'), (2, 'task.queued', 'queued')) AS e (n, event_type, status)
     ORDER BY e.n  -- seq in that order
 )
-SELECT task.*, task_waiting_for(task.tenant_id, task.status, task.available_at, task.deferred_until,
-                                task.deferred_for, now()) AS waiting_for
+SELECT task.*, task_waiting_for(task.tenant_id, task.status, task.available_at, task.model_key, task.worst_cost, now())
+           AS waiting_for
 FROM task;
+
+-- name: model_tpm
+-- Why a create was refused, in part: the tokens a minute its model allows.
+SELECT tpm FROM model_limits WHERE model = %(model_key)s;
 
 -- name: get_task
 -- waiting_for (the API's waitingFor) is derived here, at read time, by the rules the claim applies.
-SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, t.deferred_until, t.deferred_for, now())
-           AS waiting_for
+SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, t.model_key, t.worst_cost, now()) AS waiting_for
 FROM tasks t WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s;
 
 -- name: claim_due
--- The best due work, up to `limit` tasks, in one statement: claim_tasks() (migrations/0009_limits_budgets.sql)
--- holds the fair-share, priority, cap, rate-limit and budget rules and the transitions queued|failed -> running.
--- Tasks it deferred come back too, still queued, with deferred_until and deferred_for.
-SELECT * FROM claim_tasks(%(locked_by)s, %(lease_until)s, %(now)s, %(limit)s);
+-- The best due work, up to `limit` tasks, in one statement: claim_tasks() (migrations/0011_scarcity.sql) holds the
+-- fair-share, priority, cap, rate-limit and budget rules and the transitions queued|failed -> running (and ->
+-- dead_letter for work that can never run). Rows with wake_at are no change: one due task of each model that has no
+-- room now, to wake then.
+SELECT (c.task).*, c.wake_at FROM claim_tasks(%(locked_by)s, %(lease_until)s, %(now)s, %(limit)s) AS c;
 
 -- name: finish_runs
--- The end of leased runs, one row each in %(runs)s (a JSON array), in one statement. Each is fenced by (id,
--- locked_by, attempt): a run whose lease was taken over changes nothing. The status comes from the caller
--- (adapters/postgres.py allows only these targets):
+-- The end of leased runs, one row each in %(runs)s (a JSON array): finish_runs() (migrations/0011_scarcity.sql),
+-- fenced by (id, attempt, locked_by). The status comes from the caller (adapters/postgres.py allows only these):
 -- transition: running -> succeeded
 -- transition: running -> failed
 -- transition: running -> dead_letter
 -- transition: running -> cancelled
-WITH run AS (
-    SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb) AS r (
-        id uuid, attempt_no smallint, status text, event_type text, attempt_status text, last_error text,
-        available_at timestamptz, model text, tokens_in integer, tokens_out integer, cost numeric,
-        latency_ms integer, error_code text, error_detail text, artifact_kind text, artifact_content text,
-        charge_held boolean, pause_until timestamptz)
-), held AS (
-    -- what the runs still hold on their tenants' budgets, read before the update below clears it
-    SELECT t.id, t.tenant_id, t.model, t.reserved_usd, t.reserved_period
-    FROM tasks t JOIN run ON run.id = t.id
-    WHERE t.status = 'running' AND t.locked_by = %(locked_by)s AND t.attempt_count = run.attempt_no
-), done AS (
-    UPDATE tasks
-    -- A retryable failure of a task whose cancel was requested meanwhile ends it: it would never be claimed again.
-    SET status = CASE WHEN run.status = 'failed' AND tasks.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                      ELSE run.status END,
-        locked_by = NULL, locked_until = NULL, last_error = run.last_error,
-        available_at = COALESCE(run.available_at, tasks.available_at),
-        tokens_in = tasks.tokens_in + COALESCE(run.tokens_in, 0),
-        tokens_out = tasks.tokens_out + COALESCE(run.tokens_out, 0),
-        cost = CASE WHEN run.cost IS NULL THEN tasks.cost ELSE COALESCE(tasks.cost, 0) + run.cost END,
-        -- a failed task's next wake-up is sent right after this commit
-        dispatched_at = CASE WHEN run.status = 'failed' AND tasks.cancel_requested_at IS NULL THEN %(now)s
-                             ELSE tasks.dispatched_at END,
-        reserved_usd = NULL, reserved_period = NULL,
-        updated_at = %(now)s
-    FROM run
-    WHERE tasks.id = run.id
-      AND tasks.status IN ('running')
-      AND tasks.locked_by = %(locked_by)s
-      AND tasks.attempt_count = run.attempt_no
-    RETURNING tasks.*
-), attempt AS (
-    UPDATE task_attempts
-    -- the database's time, as the claim's started_at: before this commits, so before any claim that counts it ended
-    SET status = run.attempt_status, ended_at = statement_timestamp(), model = run.model, tokens_in = run.tokens_in,
-        tokens_out = run.tokens_out, cost = run.cost, latency_ms = run.latency_ms, error_code = run.error_code,
-        error_detail = run.error_detail
-    FROM run JOIN done ON done.id = run.id
-    WHERE task_attempts.task_id = run.id AND task_attempts.attempt_no = run.attempt_no
-      AND task_attempts.status = 'running'
-), artifact AS (
-    INSERT INTO task_artifacts (id, task_id, kind, content, created_at)
-    SELECT gen_random_uuid(), run.id, run.artifact_kind, run.artifact_content, %(now)s
-    FROM run JOIN done ON done.id = run.id WHERE run.artifact_kind IS NOT NULL
-), event AS (
-    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
-    SELECT gen_random_uuid(), done.id, done.tenant_id,
-           CASE done.status WHEN 'cancelled' THEN 'task.cancelled' ELSE run.event_type END,
-           jsonb_build_object('type', done.type, 'status', done.status, 'attemptNo', done.attempt_count), %(now)s
-    FROM done JOIN run ON run.id = done.id
-), settle AS (
-    -- the tenant's month: each attempt's hold released, its cost spent (a call that may have been billed without
-    -- our knowing how much - cancelled, timed out, cut off - is charged what it held: the worst it could cost)
-    UPDATE tenant_spend
-    SET spent_usd = tenant_spend.spent_usd + x.charge, reserved_usd = GREATEST(tenant_spend.reserved_usd - x.released, 0),
-        tokens_in = tenant_spend.tokens_in + x.tokens_in, tokens_out = tenant_spend.tokens_out + x.tokens_out,
-        attempts = tenant_spend.attempts + x.attempts
-    FROM (
-        SELECT held.tenant_id, held.reserved_period AS period, COALESCE(held.model, 'unknown') AS model,
-               sum(COALESCE(run.cost, CASE WHEN run.charge_held THEN held.reserved_usd ELSE 0 END)) AS charge,
-               sum(held.reserved_usd) AS released, sum(COALESCE(run.tokens_in, 0)) AS tokens_in,
-               sum(COALESCE(run.tokens_out, 0)) AS tokens_out, count(*) AS attempts
-        FROM done JOIN held ON held.id = done.id JOIN run ON run.id = done.id
-        GROUP BY 1, 2, 3
-    ) x
-    WHERE tenant_spend.tenant_id = x.tenant_id AND tenant_spend.period = x.period AND tenant_spend.model = x.model
-), pause AS (
-    -- a provider's 429 with a wait: no run of that model starts before it, whoever's
-    INSERT INTO model_limits (model, paused_until, updated_at)
-    SELECT held.model, max(run.pause_until), %(now)s
-    FROM run JOIN held ON held.id = run.id
-    WHERE run.pause_until IS NOT NULL AND held.model IS NOT NULL
-    GROUP BY held.model
-    ON CONFLICT (model) DO UPDATE
-    SET paused_until = GREATEST(model_limits.paused_until, EXCLUDED.paused_until), updated_at = EXCLUDED.updated_at
-)
-SELECT * FROM done;
+SELECT * FROM finish_runs(%(runs)s::jsonb, %(locked_by)s, %(now)s);
 
 -- name: extend_leases
 -- A heartbeat for every run of an invocation: renew the leases it still holds; says which have a cancel request.
@@ -137,50 +72,12 @@ WHERE tasks.id = run.id AND tasks.status = 'running' AND tasks.locked_by = %(loc
 RETURNING tasks.id, tasks.cancel_requested_at;
 
 -- name: abandon_expired_run
--- A run whose lease expired died (timeout, crash, lost host): close its attempt as abandoned; the task is cancelled
--- if that was asked, dead-lettered if its attempts are spent, else failed and due at once. What it held on its
--- tenant's budget is charged: the call may have been billed, and how much is not known.
+-- Runs whose lease expired died: abandon_expired_runs() (migrations/0011_scarcity.sql) closes their attempts and
+-- charges their holds.
 -- transition: running -> cancelled
 -- transition: running -> dead_letter
 -- transition: running -> failed
-WITH held AS (
-    SELECT id, tenant_id, model, reserved_usd, reserved_period FROM tasks
-    WHERE id = ANY(%(ids)s) AND status = 'running' AND locked_until < %(now)s
-), stale AS (
-    UPDATE tasks
-    SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-                      WHEN attempt_count - budget_from >= max_attempts THEN 'dead_letter'
-                      ELSE 'failed' END,
-        last_error = 'lease_expired: the run stopped renewing its lease (timeout or crash)',
-        locked_by = NULL, locked_until = NULL, available_at = %(now)s, dispatched_at = %(now)s,
-        reserved_usd = NULL, reserved_period = NULL, updated_at = %(now)s
-    WHERE id = ANY(%(ids)s) AND status IN ('running') AND locked_until < %(now)s
-    RETURNING *
-), attempt AS (
-    UPDATE task_attempts
-    SET status = 'abandoned', ended_at = %(now)s, error_code = 'lease_expired',
-        error_detail = 'the run stopped renewing its lease'
-    WHERE task_id IN (SELECT id FROM stale) AND status = 'running'
-), event AS (
-    INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
-    SELECT gen_random_uuid(), id, tenant_id,
-           CASE status WHEN 'cancelled' THEN 'task.cancelled' WHEN 'dead_letter' THEN 'task.dead_lettered'
-                       ELSE 'task.failed' END,
-           jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
-    FROM stale
-), settle AS (
-    UPDATE tenant_spend
-    SET spent_usd = tenant_spend.spent_usd + x.held, reserved_usd = GREATEST(tenant_spend.reserved_usd - x.held, 0),
-        attempts = tenant_spend.attempts + x.attempts
-    FROM (
-        SELECT held.tenant_id, held.reserved_period AS period, COALESCE(held.model, 'unknown') AS model,
-               sum(held.reserved_usd) AS held, count(*) AS attempts
-        FROM stale JOIN held ON held.id = stale.id
-        GROUP BY 1, 2, 3
-    ) x
-    WHERE tenant_spend.tenant_id = x.tenant_id AND tenant_spend.period = x.period AND tenant_spend.model = x.model
-)
-SELECT * FROM stale;
+SELECT * FROM abandon_expired_runs(%(ids)s::uuid[], %(now)s);
 
 -- name: get_task_by_id
 -- For the executor, which acts on the task a message names, whoever its tenant.
@@ -221,8 +118,7 @@ RETURNING *;
 -- so one plan serves every filter and the (tenant_id, status|type, created_at) indexes apply. The page's ids come
 -- from an index-only scan (the indexes include status and type), so a deep page skips its offset in the index and
 -- reads the table only for the rows it returns.
-SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, t.deferred_until, t.deferred_for, now())
-           AS waiting_for
+SELECT t.*, task_waiting_for(t.tenant_id, t.status, t.available_at, t.model_key, t.worst_cost, now()) AS waiting_for
 FROM (
     SELECT id FROM tasks
     WHERE tenant_id = %(tenant_id)s AND status = ANY(%(statuses)s) AND type = ANY(%(types)s)
@@ -239,8 +135,8 @@ WHERE tenant_id = %(tenant_id)s AND status = ANY(%(statuses)s) AND type = ANY(%(
 
 -- name: list_attempts
 -- One row with null attempt columns when the task has none; no row when it is not the tenant's.
-SELECT t.id AS task_id, a.attempt_no, a.status, a.model, a.tokens_in, a.tokens_out, a.cost, a.latency_ms,
-       a.error_code, a.error_detail, a.started_at, a.ended_at
+SELECT t.id AS task_id, a.attempt_no, a.status, a.model, a.tokens_in, a.tokens_out, a.cost, a.cost_estimated,
+       a.latency_ms, a.error_code, a.error_detail, a.started_at, a.ended_at
 FROM tasks t LEFT JOIN task_attempts a ON a.task_id = t.id
 WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s
 ORDER BY a.attempt_no;
@@ -265,10 +161,12 @@ SELECT id FROM tasks WHERE status = 'running' AND locked_until < %(now)s ORDER B
 -- name: redispatch_due
 -- Due tasks whose last wake-up is older than the grace period (and due that long: a scheduled task's own wake-up comes
 -- at its time): their message was lost (or the schedule was), or it was spent while their tenant was at its cap; and
--- at once, due tasks that have no wake-up at all (a raised budget released them). Each tenant gets as many as its cap has room for now, in the
--- claim's order: work the cap holds back is left to the tenant's finishing runs (a wake-up would only find the
--- cap). SKIP LOCKED lets sweepers run side by side, and the lock re-checks the task is still stale, so two never
--- wake the same one; the returned tasks get a new wake-up right after the commit.
+-- at once, due tasks that have no wake-up at all (an operator's change released them). Each tenant gets as many as its
+-- cap has room for now, oldest first (a wake-up only says there is work; the claim picks it): work the cap holds back
+-- is left to the tenant's finishing runs (a wake-up would only find the cap). Their queues are made ready again, in
+-- case a claim found one empty just before its work came back. SKIP LOCKED lets sweepers run side by side, and the
+-- lock re-checks the task is still stale, so two never wake the same one; the returned tasks get a new wake-up right
+-- after the commit.
 WITH room AS (
     SELECT w.tenant_id, tenant_max_concurrency(w.tenant_id) - tenant_running(w.tenant_id) AS free
     FROM waiting_tenants() w WHERE w.first_due <= %(now)s
@@ -279,8 +177,7 @@ WITH room AS (
         WHERE t.tenant_id = room.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(now)s
           AND (t.dispatched_at IS NULL  -- released (a budget raised): woken at once
                OR (t.dispatched_at <= %(due_before)s AND t.available_at <= %(due_before)s))
-          AND (t.deferred_until IS NULL OR t.deferred_until <= %(now)s)
-        ORDER BY t.priority, t.available_at, t.id
+        ORDER BY t.available_at, t.id
         LIMIT GREATEST(room.free, 0)
     ) s
 ), due AS (
@@ -289,13 +186,18 @@ WITH room AS (
       AND tasks.status IN ('queued', 'failed')
       AND (tasks.dispatched_at IS NULL OR tasks.dispatched_at <= %(due_before)s)
     FOR UPDATE SKIP LOCKED
+), woken AS (
+    UPDATE tasks SET dispatched_at = %(now)s FROM due WHERE tasks.id = due.id
+    RETURNING tasks.*
+), queues AS (
+    SELECT ready_queues(array_agg(tenant_id), array_agg(model_key), array_agg(available_at)) FROM woken
+    HAVING count(*) > 0
 )
-UPDATE tasks SET dispatched_at = %(now)s FROM due WHERE tasks.id = due.id
-RETURNING tasks.*;
+SELECT woken.* FROM woken LEFT JOIN queues ON true;
 
 -- name: wake_freed
--- What runs that just ended freed, for an executor that can no longer claim: for each tenant, the next due tasks in
--- the claim's order, as many as it freed and its cap now admits; marked as woken (they get wake-ups right after
+-- What runs that just ended freed, for an executor that can no longer claim: for each tenant, due tasks (oldest first:
+-- a wake-up only says there is work), as many as it freed and its cap now admits; marked as woken (they get wake-ups right after
 -- this), so that the sweeper and other executors do not wake them again.
 WITH freed AS (
     SELECT * FROM unnest(%(tenants)s::text[], %(counts)s::integer[]) AS f (tenant_id, n)
@@ -304,8 +206,8 @@ WITH freed AS (
     CROSS JOIN LATERAL (
         SELECT t.id FROM tasks t
         WHERE t.tenant_id = freed.tenant_id AND t.status IN ('queued', 'failed') AND t.available_at <= %(now)s
-          AND t.cancel_requested_at IS NULL AND (t.deferred_until IS NULL OR t.deferred_until <= %(now)s)
-        ORDER BY t.priority, t.available_at, t.id
+          AND t.cancel_requested_at IS NULL
+        ORDER BY t.available_at, t.id
         LIMIT GREATEST(LEAST(freed.n, tenant_max_concurrency(freed.tenant_id) - tenant_running(freed.tenant_id)), 0)
     ) n
 )
@@ -331,13 +233,16 @@ WITH redriven AS (
         FOR UPDATE SKIP LOCKED
     )
     RETURNING *
+), queues AS (
+    SELECT ready_queues(array_agg(tenant_id), array_agg(model_key), array_agg(available_at)) FROM redriven
+    HAVING count(*) > 0
 ), event AS (
     INSERT INTO outbox_messages (id, task_id, tenant_id, event_type, payload, occurred_at)
     SELECT gen_random_uuid(), id, tenant_id, 'task.queued',
            jsonb_build_object('type', type, 'status', status, 'attemptNo', attempt_count), %(now)s
     FROM redriven
 )
-SELECT * FROM redriven;
+SELECT redriven.* FROM redriven LEFT JOIN queues ON true;
 
 -- name: dead_letters
 -- What a redrive would take (for --dry-run).

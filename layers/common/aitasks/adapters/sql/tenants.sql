@@ -16,24 +16,29 @@ ON CONFLICT (tenant_id) DO UPDATE SET max_concurrency = EXCLUDED.max_concurrency
 RETURNING tenant_id;
 
 -- name: set_monthly_budget
--- A change of budget also lets the work it held back go again: their deferral ends now (the sweeper or the next
--- claim wakes them).
-WITH saved AS (
-    INSERT INTO tenant_limits (tenant_id, monthly_budget_usd, updated_at)
-    VALUES (%(tenant_id)s, %(monthly_budget_usd)s, %(now)s)
-    ON CONFLICT (tenant_id) DO UPDATE
-    SET monthly_budget_usd = EXCLUDED.monthly_budget_usd, updated_at = EXCLUDED.updated_at
-    RETURNING tenant_id
-), released AS (
-    UPDATE tasks SET deferred_until = NULL, deferred_for = NULL, dispatched_at = NULL
-    WHERE tenant_id = %(tenant_id)s AND deferred_for = 'budget' AND status IN ('queued', 'failed')
+-- Taken under the claim gate, so that no claim that read the old budget commits after it. The work it lets go is
+-- woken by the caller right after (a budget held back nothing that was marked: claims read it afresh).
+WITH gate AS (
+    SELECT 1 FROM claim_gate FOR UPDATE
 )
-SELECT tenant_id FROM saved;
+INSERT INTO tenant_limits (tenant_id, monthly_budget_usd, updated_at)
+SELECT %(tenant_id)s, %(monthly_budget_usd)s, %(now)s FROM gate
+ON CONFLICT (tenant_id) DO UPDATE
+SET monthly_budget_usd = EXCLUDED.monthly_budget_usd, updated_at = EXCLUDED.updated_at
+RETURNING tenant_id;
+
+-- name: set_weight
+-- A tenant's share of a scarce model against the others' (null: its tier's).
+INSERT INTO tenant_limits (tenant_id, weight, updated_at)
+VALUES (%(tenant_id)s, %(weight)s, %(now)s)
+ON CONFLICT (tenant_id) DO UPDATE SET weight = EXCLUDED.weight, updated_at = EXCLUDED.updated_at
+RETURNING tenant_id;
 
 -- name: limits
 -- The claim's view of a tenant (migrations/0008_engine.sql, 0009_limits_budgets.sql): its cap, its runs, its
 -- waiting work, its budget and what its month has spent and holds.
 SELECT t.tier, l.max_concurrency AS max_concurrency_override, tenant_max_concurrency(%(tenant_id)s) AS max_concurrency,
+       l.weight AS weight_override, tenant_weight(%(tenant_id)s) AS weight,
        tenant_running(%(tenant_id)s) AS running,
        (SELECT count(*) FROM tasks WHERE tenant_id = %(tenant_id)s AND status IN ('queued', 'failed')) AS queued,
        l.monthly_budget_usd AS budget_override, tenant_budget(%(tenant_id)s) AS monthly_budget_usd,
