@@ -5,7 +5,6 @@ finish, the price of a task fixed when it is created, the allow-list, output cap
 from __future__ import annotations
 
 import itertools
-
 import json
 import threading
 import time
