@@ -508,3 +508,19 @@ def test_claim_results_name_their_rows_as_the_tasks_table_has_them(world: World)
     world.add("A")
     [task] = world.running()
     assert isinstance(task.id, uuid.UUID) and task.locked_by == "inv"
+
+
+def test_queues_that_hold_nothing_and_that_the_models_clock_passed_are_pruned(world: World, db) -> None:
+    from aitasks.adapters.postgres import PostgresRetention
+
+    world.add("gone")
+    world.succeed(world.running())  # gone's queue is empty now
+    world.add("busy", 2)
+    world.succeed(world.running(limit=1))  # busy still has one queued
+    # a claim that takes busy's other task finds gone's queue empty, and marks it so
+    assert [t.tenant_id for t in world.claim(limit=1)] == ["busy"]
+    PostgresRetention(db).prune_model_calls(cutoff=NOW - timedelta(minutes=5), limit=100)
+    assert {r["tenant_id"] for r in db().execute("SELECT tenant_id FROM task_queues")} == {"busy"}
+    # busy's is kept (a task of it runs); a task for the pruned queue makes it again, and it is served
+    world.add("gone")
+    assert [t.tenant_id for t in world.running()] == ["gone"]

@@ -68,6 +68,18 @@ LEFT JOIN model_limits l ON l.model = m.model
 ORDER BY l.model IS NULL, m.model;
 
 -- name: prune_calls
--- What no 60 s window looks at any more.
+-- What no rate window looks at any more, and queues that hold nothing and whose use the model's fair-share clock has
+-- passed (a queue made again starts at that clock anyway: nothing is lost). A create that adds to a queue meanwhile
+-- moves its ready_at, so the row is kept.
+WITH queues AS (
+    DELETE FROM task_queues q
+    WHERE q.ctid IN (
+        SELECT q2.ctid FROM task_queues q2 JOIN model_state s ON s.model_key = q2.model_key
+        WHERE q2.ready_at = 'infinity' AND q2.vtime <= s.vclock
+          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.tenant_id = q2.tenant_id AND t.model_key = q2.model_key
+                          AND t.status IN ('queued', 'failed', 'running'))
+        LIMIT %(limit)s)
+      AND q.ready_at = 'infinity'
+)
 DELETE FROM model_calls WHERE ctid IN (SELECT ctid FROM model_calls WHERE at < %(cutoff)s LIMIT %(limit)s)
 RETURNING 1;
