@@ -92,14 +92,38 @@ ALTER TABLE tier_limits ADD COLUMN weight numeric(8, 3) NOT NULL DEFAULT 1 CHECK
 UPDATE tier_limits SET weight = CASE tier WHEN 'free' THEN 1 WHEN 'standard' THEN 2 ELSE 4 END;
 ALTER TABLE tenant_limits ADD COLUMN weight numeric(8, 3) CHECK (weight > 0);
 
+-- A tenant's limits in one place: its override, else its tier's, else (a tenant without a tier, or a tier whose row is
+-- gone) the standard tier's; a cap of 0 and a weight of 1 if even that is gone. A function over a join that the
+-- planner inlines, so that a claim reads every tenant's limits in one pass; the one-value functions below read it.
+CREATE FUNCTION tenant_policy(p_tenant text) RETURNS TABLE (cap integer, weight double precision, budget numeric)
+    LANGUAGE sql STABLE
+AS $$
+    SELECT COALESCE(o.max_concurrency, own.max_concurrency, std.max_concurrency, 0),
+           COALESCE(o.weight, CASE WHEN t.tier IS NULL THEN std.weight ELSE own.weight END, 1)::double precision,
+           COALESCE(o.monthly_budget_usd, CASE WHEN t.tier IS NULL THEN std.monthly_budget_usd ELSE own.monthly_budget_usd END)
+    FROM (SELECT p_tenant AS tenant_id) me
+    LEFT JOIN tenant_limits o ON o.tenant_id = me.tenant_id
+    LEFT JOIN tenants t ON t.tenant_id = me.tenant_id
+    LEFT JOIN tier_limits own ON own.tier = t.tier
+    LEFT JOIN tier_limits std ON std.tier = 'standard'
+$$;
+
+CREATE OR REPLACE FUNCTION tenant_max_concurrency(p_tenant text) RETURNS integer
+    LANGUAGE sql STABLE
+AS $$
+    SELECT cap FROM tenant_policy(p_tenant)
+$$;
+
+CREATE OR REPLACE FUNCTION tenant_budget(p_tenant text) RETURNS numeric
+    LANGUAGE sql STABLE
+AS $$
+    SELECT budget FROM tenant_policy(p_tenant)
+$$;
+
 CREATE FUNCTION tenant_weight(p_tenant text) RETURNS double precision
     LANGUAGE sql STABLE
 AS $$
-    SELECT COALESCE(
-        (SELECT weight FROM tenant_limits WHERE tenant_id = p_tenant),
-        (SELECT l.weight FROM tier_limits l
-         WHERE l.tier = COALESCE((SELECT tier FROM tenants WHERE tenant_id = p_tenant), 'standard')),
-        1)::double precision
+    SELECT weight FROM tenant_policy(p_tenant)
 $$;
 
 -- What a tenant's month has spent and what its running attempts hold.
@@ -195,6 +219,9 @@ CREATE TYPE claim_result AS (task tasks, wake_at timestamptz);
 CREATE FUNCTION claim_tasks(p_locked_by text, p_lease_until timestamptz, p_now timestamptz, p_limit integer)
     RETURNS SETOF claim_result
     LANGUAGE plpgsql
+    -- its statements' plans do not depend on the values they are run with, and planning the candidate query costs
+    -- as much as running it: plan once per session
+    SET plan_cache_mode = force_generic_plan
 AS $$
 -- transition: queued -> reserved -> running
 -- transition: failed -> queued -> reserved -> running
@@ -315,13 +342,11 @@ BEGIN
                 -- its tenant, read once per claim
                 v_ti := array_position(v_t, qu_.tenant_id);
                 IF v_ti IS NULL THEN
-                    v_t := v_t || qu_.tenant_id;
+                    SELECT v_t || qu_.tenant_id, v_t_room || (pol.cap - tenant_running(qu_.tenant_id)),
+                           v_t_budget || pol.budget, v_t_committed || (mo.spent + mo.reserved), v_t_weight || pol.weight
+                    INTO v_t, v_t_room, v_t_budget, v_t_committed, v_t_weight
+                    FROM tenant_policy(qu_.tenant_id) pol, tenant_month(qu_.tenant_id, v_period) mo;
                     v_ti := cardinality(v_t);
-                    v_t_room := v_t_room || (tenant_max_concurrency(qu_.tenant_id) - tenant_running(qu_.tenant_id));
-                    v_t_budget := v_t_budget || tenant_budget(qu_.tenant_id);
-                    v_t_committed := v_t_committed
-                        || (SELECT mo.spent + mo.reserved FROM tenant_month(qu_.tenant_id, v_period) mo);
-                    v_t_weight := v_t_weight || tenant_weight(qu_.tenant_id);
                 END IF;
                 IF v_t_room[v_ti] <= 0 THEN
                     v_skip := v_skip || qu_.tenant_id;
@@ -406,16 +431,18 @@ BEGIN
         v_reads := 0;
         v_skip := '{}';
         FOR hd_ IN
-            WITH q AS (
+            WITH q AS MATERIALIZED (
                 SELECT tq.tenant_id, tq.model_key, tq.vtime, tq.gen, COALESCE(s.vclock, 0) AS vclock
                 FROM task_queues tq LEFT JOIN model_state s ON s.model_key = tq.model_key
                 WHERE tq.model_key = ANY(v_unlimited) AND tq.ready_at <= p_now
-            ), load AS (
-                SELECT x.tenant_id, tenant_running(x.tenant_id) AS running, tenant_max_concurrency(x.tenant_id) AS cap,
-                       tenant_weight(x.tenant_id) AS weight
-                FROM (SELECT DISTINCT tenant_id FROM q) x
-            ), heads AS (
-                SELECT q.tenant_id, q.model_key, q.vtime, q.gen, q.vclock, l.running, l.cap, l.weight, d.id,
+            ), load AS MATERIALIZED (  -- once per tenant, not once per row below
+                SELECT x.tenant_id, tenant_running(x.tenant_id) AS running, pol.cap, pol.weight, pol.budget,
+                       (SELECT COALESCE(sum(sp.spent_usd + sp.reserved_usd), 0) FROM tenant_spend sp
+                        WHERE sp.tenant_id = x.tenant_id AND sp.period = v_period) AS committed
+                FROM (SELECT DISTINCT tenant_id FROM q) x CROSS JOIN LATERAL tenant_policy(x.tenant_id) pol
+            ), heads AS MATERIALIZED (
+                SELECT q.tenant_id, q.model_key, q.vtime, q.gen, q.vclock, l.running, l.cap, l.weight, l.budget,
+                       l.committed, d.id,
                        d.attempt_count, d.rate_tokens, d.worst_cost, d.input_tokens, d.max_output_tokens, d.rank
                 FROM q JOIN load l USING (tenant_id)
                 LEFT JOIN LATERAL (
@@ -449,9 +476,8 @@ BEGIN
                 v_t := v_t || hd_.tenant_id;
                 v_ti := cardinality(v_t);
                 v_t_room := v_t_room || (hd_.cap - hd_.running);
-                v_t_budget := v_t_budget || tenant_budget(hd_.tenant_id);
-                v_t_committed := v_t_committed
-                    || (SELECT mo.spent + mo.reserved FROM tenant_month(hd_.tenant_id, v_period) mo);
+                v_t_budget := v_t_budget || hd_.budget;
+                v_t_committed := v_t_committed || hd_.committed;
                 v_t_weight := v_t_weight || hd_.weight;
             END IF;
             CONTINUE WHEN v_t_room[v_ti] <= 0;
