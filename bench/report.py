@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+# Scenario 7's figures on the engine before issue 19 (e4731ad), measured once with the same bench/scarcity.py on
+# the same machine: shown beside this run's, never mixed into bench/results.json.
+SCARCITY_BEFORE = Path(__file__).with_name("scarcity_before.json")
 
 Target = tuple[str, str, str, bool | None, str]  # scenario, target, measured, met, note
 
@@ -100,7 +106,105 @@ def targets(s: dict[str, Any]) -> list[Target]:
                     "",
                 )
             )
+    rows.extend(scarcity_targets(s.get("scarcity") or {}))
     return rows
+
+
+def _usd(value: str | float | None) -> str:
+    """Dollars as stored (numeric(16, 8)), without the trailing zeros: $0.295."""
+    if value is None:
+        return "-"
+    text = f"{float(value):.8f}".rstrip("0")
+    return "$" + (text + "00" if text.endswith(".") else text)
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value * 100:.{digits}f} %"
+
+
+def scarcity_targets(r: dict[str, Any]) -> list[Target]:
+    """Issue 19's targets: each figure against the scarce thing it shares (a tpm, an rpm, a budget)."""
+    if not r or "error" in r:
+        return []
+    rows: list[Target] = []
+    name = "7. scarcity"
+    tpm = r.get("tpm") or {}
+    if tpm.get("utilisation") is not None:
+        used, rejected = tpm["utilisation"], tpm.get("calls_429_fraction") or 0.0
+        measured = f"{_pct(used)} ({tpm['tokens_per_minute']:,} of {tpm['tpm']:,} tokens/min)"
+        rows.append((name, ">= 90 % of a tpm limit really used (steady state)", measured, used >= 0.9, ""))
+        calls = f"{_pct(rejected, 1)} ({tpm['calls_429']} of {tpm['calls']} calls)"
+        rows.append((name, "<= 1 % of the calls answered 429", calls, rejected <= 0.01, ""))
+    fair = r.get("fairness") or {}
+    if fair.get("jain") is not None:
+        measured = f"{fair['jain']:.3f} ({fair['period_starts']} starts)"
+        rows.append(
+            (
+                name,
+                f"Jain's index >= 0.95, {fair['tenants']} tenants on an rpm limit",
+                measured,
+                fair["jain"] >= 0.95,
+                "",
+            )
+        )
+    weights = r.get("weights") or {}
+    if weights.get("skipped"):
+        rows.append((name, "weights 2:1 give 2:1 within 10 %", "not supported by this code", None, ""))
+    elif weights.get("ratio") is not None:
+        ok = abs(weights["ratio"] / 2 - 1) <= 0.10
+        rows.append((name, "weights 2:1 give 2:1 within 10 %", f"{weights['ratio']:.2f} : 1", ok, ""))
+    late = r.get("late") or {}
+    if "started" in late:
+        slot = late["slot_s"]
+        if late["started"]:
+            measured = f"{late['wait_s']:g} s ({late['others_before']} others' starts first)"
+        else:
+            measured = f"not within {late['max_wait_s']} s ({late['others_before']} others' starts meanwhile)"
+        ok = bool(late["started"]) and late["others_before"] <= 1
+        rows.append(
+            (
+                name,
+                f"a late tenant's first task starts within one slot ({slot:g} s at rpm {late['rpm']})",
+                measured,
+                ok,
+                "",
+            )
+        )
+    budget = r.get("budget") or {}
+    if budget.get("utilisation") is not None:
+        used = budget["utilisation"]
+        rows.append(
+            (name, ">= 95 % of a budget spent before work waits for the month", _pct(used, 1), used >= 0.95, "")
+        )
+        peak = budget["max_spent_fraction"]
+        rows.append((name, "spend never exceeds the budget", f"at most {_pct(peak, 1)}", peak <= 1.0, ""))
+    claim = r.get("claim") or {}
+    if claim.get("p95_ms") is not None:
+        scale = f"{claim['tenants']:,} tenants x {claim['due_per_tenant']} paused, {claim['budget_tasks']:,} held back"
+        measured = f"{claim['p95_ms']:,.1f} ms"
+        if claim.get("failed"):
+            measured += (
+                f" ({claim['failed']} of {claim['claims'] + claim['warmup']} failed: {', '.join(claim['errors'])})"
+            )
+        rows.append(
+            (name, f"claim p95 <= 10 ms ({scale})", measured, claim["p95_ms"] <= 10 and not claim.get("failed"), "")
+        )
+    return rows
+
+
+def scarcity_summary(r: dict[str, Any]) -> str:
+    """One line for the console."""
+    parts = [
+        f"tpm {_pct(r.get('tpm_utilisation'))}",
+        f"429 {_pct(r.get('calls_429_fraction'), 1)}",
+        f"Jain {_num(r.get('fairness_jain'), 3)}",
+        f"weights {_num(r.get('weights_ratio'))}",
+        f"late {_num(r.get('late_wait_slots'))} slots",
+        f"budget {_pct(r.get('budget_utilisation'), 1)}",
+        f"claim p95 {_num(r.get('claim_p95_ms'), 1)} ms",
+    ]
+    errors = r.get("errors") or {}
+    return ", ".join(parts) + (f"; errors in {', '.join(errors)}" if errors else "")
 
 
 def _why(s: dict[str, Any]) -> list[str]:
@@ -153,6 +257,7 @@ def _why(s: dict[str, Any]) -> list[str]:
                 + (", with a sequential scan of tasks" if read["seq_scan_on_tasks"] else "")
                 + f" (the plain SQL: {read['baseline']['p95_ms']:.1f} ms); its plan is in its section."
             )
+    notes.extend(_scarcity_why(s.get("scarcity") or {}))
     for name, f in ((s.get("cold_start") or {}).get("functions") or {}).items():
         if "target" in f and f["ratio"] > f["target"]:
             notes.append(
@@ -200,9 +305,10 @@ def render(results: dict[str, Any]) -> str:
     _cold(add, s.get("cold_start"))
     _e2e(add, s.get("end_to_end"))
     _memory(add, s.get("memory"), s.get("execute"))
+    _scarcity(add, s.get("scarcity"))
     add("## Running it\n")
     add(
-        "`make bench` installs the `bench` extra and the local tools, then runs every scenario (about ten minutes "
+        "`make bench` installs the `bench` extra and the local tools, then runs every scenario (about fifteen minutes "
         "on this 2-core machine) and rewrites this page and `bench/results.json`. `DATABASE_URL` points it at a "
         "server of yours (it makes and drops its own databases there); unset, it starts an embedded PostgreSQL. "
         "`.venv/bin/python -m bench --only create,query` runs some scenarios, `--quick` runs each with tiny sizes "
@@ -435,4 +541,251 @@ def _memory(add: Any, r: dict[str, Any] | None, execute: dict[str, Any] | None) 
         "CPU in proportion to memory (one vCPU at 1,769 MB: about 0.29 vCPU at 512 MB, 0.07 at 128 MB) and a cold "
         "start is several hundred milliseconds of CPU (scenario 4), which a quarter of the CPU would make about four "
         "times longer. Lower it only after measuring cold starts and p99 latency at the smaller size.\n"
+    )
+
+
+def _scarcity_why(r: dict[str, Any]) -> list[str]:
+    """For each scarcity target this run missed: the run's own numbers that say why."""
+    notes = []
+    tpm = r.get("tpm") or {}
+    if tpm.get("utilisation") is not None and tpm["utilisation"] < 0.9:
+        counted = (tpm.get("database") or {}).get("tokens_counted_per_call")
+        notes.append(
+            f"**7. scarcity, tpm**: {_pct(tpm['utilisation'])} of the tpm used; a call counts "
+            f"{tpm['tokens_per_call']:,} tokens as the provider estimates it"
+            + (f", and the claim counted {counted:,} per call" if counted else "")
+            + "."
+        )
+    if (tpm.get("calls_429_fraction") or 0) > 0.01:
+        notes.append(
+            f"**7. scarcity, 429s**: {tpm['calls_429']} of {tpm['calls']} calls in steady state were answered 429 "
+            "(each pauses the model for its Retry-After and fails its attempt)."
+        )
+    fair = r.get("fairness") or {}
+    if fair.get("jain") is not None and fair["jain"] < 0.95:
+        pairs = ", ".join(f"{b}: {n}" for b, n in zip(fair["backlogs"], fair["starts"], strict=True))
+        notes.append(
+            f"**7. scarcity, fairness**: Jain's index {fair['jain']:.3f}; starts per tenant by backlog ({pairs})."
+        )
+    late = r.get("late") or {}
+    if "started" in late and not (late["started"] and late["others_before"] <= 1):
+        notes.append(
+            f"**7. scarcity, a late tenant**: {late['others_before']} starts of the busy tenants went first"
+            + (f"; it started after {late['wait_s']:g} s." if late["started"] else f", for {late['max_wait_s']} s.")
+        )
+    budget = r.get("budget") or {}
+    if budget.get("utilisation") is not None and (budget["utilisation"] < 0.95 or budget["max_spent_fraction"] > 1):
+        notes.append(
+            f"**7. scarcity, budget**: {_usd(budget['spent_usd'])} of {_usd(budget['budget_usd'])} spent when "
+            f"{budget['stop']}, "
+            f"{budget['still_waiting']} tasks waiting"
+            + (
+                f"; a hold (the worst cost) was {1 / budget['real_over_worst']:.1f} x a real cost."
+                if budget.get("real_over_worst")
+                else "."
+            )
+        )
+    claim = r.get("claim") or {}
+    if claim.get("p95_ms") is not None and (claim["p95_ms"] > 10 or claim.get("failed")):
+        notes.append(
+            f"**7. scarcity, claim**: p95 {claim['p95_ms']:,.1f} ms, median {claim['median_ms']:,.1f} ms"
+            + (f"; {claim['failed']} claims failed ({', '.join(claim['errors'])})" if claim.get("failed") else "")
+            + "."
+        )
+    return notes
+
+
+def _late(r: dict[str, Any]) -> str:
+    """How many of the busy tenants' starts came before the late tenant's first (and its wait in slots)."""
+    if r.get("late_others_before") is None:
+        return "-"
+    if not r.get("late_started"):
+        return f"{r['late_others_before']}, and it had not started"
+    return f"{r['late_others_before']} ({_num(r.get('late_wait_slots'))} slots)"
+
+
+def _scarcity_before() -> dict[str, Any]:
+    try:
+        return dict(json.loads(SCARCITY_BEFORE.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _scarcity(add: Any, r: dict[str, Any] | None) -> None:
+    if _skipped(add, "7. Scarcity (flow control)", r):
+        return
+    assert r is not None
+    add(
+        "Flow control where something is scarce - a provider's tokens per minute, a model's requests per minute, a "
+        "tenant's budget, a paused popular model - each figure against the scarce thing itself, measured in the same "
+        "run. Each part runs in a fresh interpreter on a database of its own and drives the system only through its "
+        "public seams: the handlers, the create use case, the repositories (code in `bench/scarcity.py`).\n"
+    )
+    before = _scarcity_before()
+    then = before.get("figures") or {}
+    if before:
+        add(
+            f"| figure | measured | against | target | before this change ({before['commit']}) |\n|---|---|---|---|---|"
+        )
+    else:
+        add("| figure | measured | against | target |\n|---|---|---|---|")
+    rows = [
+        ("tpm utilisation", _pct(r.get("tpm_utilisation")), f"tpm {r.get('tpm_limit') or 0:,}", ">= 90 %",
+         _pct(then.get("tpm_utilisation"))),
+        ("calls answered 429", _pct(r.get("calls_429_fraction"), 1), "the same calls", "<= 1 %",
+         _pct(then.get("calls_429_fraction"), 1)),
+        ("fairness (Jain)", _num(r.get("fairness_jain"), 3), f"rpm {r.get('rpm_limit') or '-'}", ">= 0.95",
+         _num(then.get("fairness_jain"), 3)),
+        ("weights 2:1", _num(r.get("weights_ratio")), "2", "1.8 - 2.2", _num(then.get("weights_ratio"))),
+        ("late tenant: others' starts first", _late(r), "one slot", "<= 1", _late(then)),
+        ("budget utilisation", _pct(r.get("budget_utilisation"), 1), _usd(r.get("budget_usd")), ">= 95 %",
+         _pct(then.get("budget_utilisation"), 1)),
+        ("budget, most spent", _pct(r.get("budget_max_fraction"), 1), "the same budget", "<= 100 %",
+         _pct(then.get("budget_max_fraction"), 1)),
+        ("claim p95 (ms)", _num(r.get("claim_p95_ms"), 1), "-", "<= 10", _num(then.get("claim_p95_ms"), 1)),
+        ("claim median (ms)", _num(r.get("claim_median_ms"), 1), "-", "", _num(then.get("claim_median_ms"), 1)),
+    ]  # fmt: skip
+    for row in rows:
+        add("| " + " | ".join(row if before else row[:4]) + " |")
+    add("")
+    if before:
+        add(
+            f"The last column: the same scenario on the engine before issue 19 ({before['commit']}), measured "
+            f"{before.get('date', '')} on this machine (`bench/scarcity_before.json`), not in this run. "
+            f"{before.get('note', '')}\n"
+        )
+    for name, error in (r.get("errors") or {}).items():
+        add(f"- {name}: not measured: {error}")
+    _scarcity_tpm(add, r.get("tpm") or {})
+    _scarcity_fairness(add, r.get("fairness") or {}, r.get("weights") or {}, r.get("late") or {})
+    _scarcity_budget(add, r.get("budget") or {})
+    _scarcity_claim(add, r.get("claim") or {})
+
+
+def _scarcity_tpm(add: Any, t: dict[str, Any]) -> None:
+    if "utilisation" not in t:
+        return
+    low, high = t["latency_ms"]
+    counted = (t.get("database") or {}).get("tokens_counted_per_call")
+    add("### 7a. Tokens per minute\n")
+    add(
+        f"The executor handler with the OpenAI provider in {t['environments']} environments (processes, as Lambda runs "
+        f"them) fed from an SQS queue on a moto server as the event source mapping feeds them (long polls of up to 10 "
+        f"messages, hidden for the queue's visibility timeout, delays honoured, the messages not reported as failures "
+        f"deleted), the sweeper every minute, against an OpenAI-compatible stub (`tests/support/tpm_stub.py`) that "
+        f"enforces {t['tpm']:,} tokens per minute as OpenAI estimates a request - ceil(characters of its messages / 4) "
+        f"+ max_tokens, in a sliding 60 s window at arrival, past it 429 with Retry-After - and answers after "
+        f"{low}-{high} ms with that usage. {t['backlog']} tasks of {t['tenants']} tenants (prompts of "
+        f"{t['prompt_chars']:,} characters, maxTokens {t['max_tokens']}: {t['tokens_per_call']:,} tokens a call as "
+        f"the stub counts it"
+        + (f"; the claim counted {counted:,}" if counted else "")
+        + f") created through the create use case before the environments start. The first {t['warmup_s']:g} s fill "
+        f"the window; the next {t['measured_s']:g} s are measured.\n"
+    )
+    add("| minute | calls | answered 429 | tokens admitted | of the tpm |\n|---|---|---|---|---|")
+    for i, m in enumerate(t.get("minutes") or [], 1):
+        add(f"| {i} | {m['calls']} | {m['calls_429']} | {m['tokens']:,} | {_pct(m['tokens'] / t['tpm'])} |")
+    db = t.get("database") or {}
+    tasks = ", ".join(f"{k} {v}" for k, v in (db.get("tasks") or {}).items())
+    attempts = ", ".join(f"{k} {v}" for k, v in (db.get("attempts") or {}).items())
+    add(
+        f"\nIn steady state: **{_pct(t['utilisation'])} of the tpm used** ({t['tokens_per_minute']:,} tokens a "
+        f"minute), **{_pct(t['calls_429_fraction'], 1)} of {t['calls']} calls answered 429**. Over the run: "
+        f"{t['invocations']} invocations for {t['wake_ups_received']} wake-ups ({t['wake_ups_handed_back']} handed "
+        f"back), {t['sweeps']} sweeps; tasks at the end: {tasks}; attempts: {attempts}.\n"
+    )
+    if t.get("timeline_10s"):
+        add("<details><summary>Every 10 s: calls, answered 429, tokens admitted</summary>\n\n```")
+        for second, calls, rejected, tokens in t["timeline_10s"]:
+            add(f"{second:>4} s  {calls:>4} calls  {rejected:>3} x 429  {tokens:>8,} tokens")
+        add("```\n</details>\n")
+
+
+def _scarcity_fairness(add: Any, f: dict[str, Any], w: dict[str, Any], late: dict[str, Any]) -> None:
+    if "jain" not in f:
+        return
+    add("### 7b. Shares of a rate-limited model\n")
+    add(
+        f"In virtual time through the repository: claim_due(limit={f['claim_limit']}) every {f['tick_s']:g} s of a "
+        f"clock the statements get as their `now` (half a slot: the model's rpm {f['rpm']} is one call every "
+        f"{f['slot_s']:g} s; a claim for one slot, as an executor's refill after a run or a deferral's wake-up "
+        f"makes it on a saturated model), each run ending {f['latency_ms']} ms later through finish_runs - exactly the "
+        f"SQL's allocation, deterministic. {f['tenants']} tenants with backlogs from {min(f['backlogs'])} to "
+        f"{max(f['backlogs'])} tasks, submitted through the create use case in a random interleaving over 30 s before "
+        f"the first claim, equal weights. A share is the calls a tenant started while every tenant still had queued "
+        f"work: {f['period_starts']} starts over {f['period_s']:g} s (then {f['period_end']}).\n"
+    )
+    total = max(1, f["period_starts"])
+    add("| backlog | starts | share |\n|---|---|---|")
+    for backlog, n in zip(f["backlogs"], f["starts"], strict=True):
+        add(f"| {backlog} | {n} | {_pct(n / total)} |")
+    add(
+        f"\nJain's index: **{f['jain']:.3f}** (1: equal shares). The most starts in any 60 s: "
+        f"{f['most_starts_in_a_window']} (rpm {f['rpm']}).\n"
+    )
+    if w.get("skipped"):
+        add(f"Weights: {w['skipped']}.\n")
+    elif "ratio" in w:
+        starts = w.get("starts") or {}
+        add(
+            f"Weights: two tenants weighted {w['weights']['heavy']} and {w['weights']['light']} (set_weight), both "
+            f"backlogged: {starts.get('heavy', 0)} and {starts.get('light', 0)} starts, **{_num(w['ratio'])} : 1**.\n"
+        )
+    if "started" in late:
+        add(
+            f"A late tenant: {late['busy_tenants']} tenants keep the model busy for {late['arrived_after_s']} s, then "
+            f"another submits its first tasks between two claims (within one slot: at most the slot being handed out "
+            f"goes to another tenant first): "
+            + (
+                f"**its first started {late['wait_s']:g} s later ({late['wait_slots']:g} slots)**, after "
+                f"{late['others_before']} starts of the others."
+                if late["started"]
+                else f"**it had not started {late['max_wait_s']} s later**; the others started {late['others_before']}."
+            )
+            + "\n"
+        )
+
+
+def _scarcity_budget(add: Any, b: dict[str, Any]) -> None:
+    if "utilisation" not in b:
+        return
+    add("### 7c. A month's budget\n")
+    add(
+        f"In virtual time as above (a claim of up to {b['claim_limit']} every second, runs of {b['latency_ms']} ms): "
+        f"one tenant (its cap 10) with {b['tasks']} tasks (prompts of {b['prompt_chars']:,} characters) whose "
+        f"worst cost - priced on maxTokens and an upper bound of the input, what an attempt holds - is "
+        f"{_usd(b['worst_cost_usd'])} each, and a budget of {b['budget_holds']} of them, {_usd(b['budget_usd'])}: no "
+        f"task fits once more than {_pct(1 - 1 / b['budget_holds'])} is spent, so an engine that leaves no room "
+        f"unused ends past that. Each run ends with a quarter of those tokens, its real cost "
+        f"{_num(b['real_over_worst'])} of its worst (the backlog's real cost: {_usd(b['backlog_worst_usd'])} / 4). "
+        f"It runs until nothing runs and a claim a window later still starts nothing.\n"
+    )
+    add("| | |\n|---|---|")
+    add(f"| spent when {b['stop']} | {_usd(b['spent_usd'])} (**{_pct(b['utilisation'], 1)}** of the budget) |")
+    add(f"| the most spent at any claim | {_pct(b['max_spent_fraction'], 1)} |")
+    add(f"| the most spent + held at any claim | {_pct(b['max_committed_fraction'], 1)} |")
+    add(f"| runs / tasks still waiting | {b['runs']} / {b['still_waiting']} |")
+    add(f"| virtual time | {b['virtual_s']:g} s, {b['claims']} claims |\n")
+
+
+def _scarcity_claim(add: Any, c: dict[str, Any]) -> None:
+    if "claims" not in c:
+        return
+    add("### 7d. A claim at scale\n")
+    due = ", ".join(f"{k} {v:,}" for k, v in (c.get("due_by_model") or {}).items())
+    add(
+        f"One claim_due(limit=10) through the repository, as an executor makes it, with {c['tenants']:,} tenants x "
+        f"{c['due_per_tenant']} due tasks on a popular model paused by a 429 (a run of it ended with a two-hour "
+        f"Retry-After: {'paused' if c['paused'] else 'NOT paused'}), {c['budget_tasks']:,} due tasks of "
+        f"{c['budget_tenants']} tenants whose month has spent its budget, and {c['claimable']:,} claimable tasks of "
+        f"{c['claimable_tenants']} tenants on another model, more recent (due: {due}). Each tenant's first task went "
+        f"through the create use case, the rest are copies of it (loaded in {c['load_s']:g} s). What each claim "
+        f"starts ends at once, untimed; {c['warmup']} claims first, not counted.\n"
+    )
+    add("| claims | failed | first (ms) | median | p95 | p99 | max | started per claim |")
+    add("|---|---|---|---|---|---|---|---|")
+    add(
+        f"| {c['claims']} | {c['failed']}{' (' + ', '.join(c['errors']) + ')' if c['errors'] else ''} | "
+        f"{_num(c['first_ms'], 1)} | {_num(c['median_ms'], 1)} | {_num(c['p95_ms'], 1)} | {_num(c['p99_ms'], 1)} | "
+        f"{_num(c['max_ms'], 1)} | {_num(c['claimed_per_claim'], 1)} |\n"
     )

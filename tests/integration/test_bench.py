@@ -24,10 +24,17 @@ def test_every_scenario_runs_and_the_report_has_its_section(server_url: str, tmp
     )
     assert done.returncode == 0, done.stdout + done.stderr + results.with_suffix(".log").read_text()
     scenarios = json.loads(results.read_text())["scenarios"]
-    assert set(scenarios) == {"create", "execute", "latency", "query", "cold_start", "memory"}
+    assert set(scenarios) == {"create", "execute", "latency", "query", "cold_start", "memory", "scarcity"}
     assert scenarios["execute"]["round_trips_per_task"] <= 1.2
     assert scenarios["latency"]["executor_s_per_task"] < scenarios["latency"]["serial_executor_s_per_task"]
+    scarcity = scenarios["scarcity"]
+    assert scarcity["errors"] == {}
+    # every part measured something (the sizes are too small for the figures to mean anything)
+    assert scarcity["tpm"]["whole_run"]["calls"] > 0
+    assert scarcity["fairness_jain"] is not None
+    assert scarcity["budget_max_fraction"] <= 1  # spend never exceeds the budget, whatever the size
+    assert scarcity["claim"]["claims"] > 0
     text = report.read_text()
     for title in ("Targets", "1. Create", "2. Execute", "2b. Latency (slow model calls)", "3. Query", "4. Cold start",
-                  "6. Memory"):  # fmt: skip
+                  "6. Memory", "7. Scarcity (flow control)"):  # fmt: skip
         assert f"\n## {title}\n" in text
