@@ -691,8 +691,9 @@ def _scarcity_tpm(add: Any, t: dict[str, Any]) -> None:
     add(
         f"\nIn steady state: **{_pct(t['utilisation'])} of the tpm used** ({t['tokens_per_minute']:,} tokens a "
         f"minute), **{_pct(t['calls_429_fraction'], 1)} of {t['calls']} calls answered 429**. Over the run: "
-        f"{t['invocations']} invocations for {t['wake_ups_received']} wake-ups ({t['wake_ups_handed_back']} handed "
-        f"back), {t['sweeps']} sweeps; tasks at the end: {tasks}; attempts: {attempts}.\n"
+        f"{t['invocations']} invocations started with {t['wake_ups_received']} wake-ups "
+        f"({t['wake_ups_handed_back']} handed back), {t['sweeps']} sweeps; tasks at the end: {tasks}; attempts: "
+        f"{attempts}.\n"
     )
     if t.get("timeline_10s"):
         add("<details><summary>Every 10 s: calls, answered 429, tokens admitted</summary>\n\n```")

@@ -591,6 +591,10 @@ def _executor_environment(
         )
         if not messages:
             continue
+        with invocations.get_lock():
+            invocations.value += 1
+        with received.get_lock():
+            received.value += len(messages)
         try:
             response = handler.lambda_handler(
                 {"Records": [_sqs_record(m, arn) for m in messages]}, _Context("executor", EXECUTOR_TIMEOUT_S)
@@ -605,10 +609,6 @@ def _executor_environment(
                 QueueUrl=queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
-        with invocations.get_lock():
-            invocations.value += 1
-        with received.get_lock():
-            received.value += len(messages)
         with handed_back.get_lock():
             handed_back.value += len(failed)
 
