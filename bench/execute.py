@@ -146,6 +146,8 @@ SELECT gen_random_uuid(), 'bench', 'chat', 5, 'queued',
        now() - interval '1 second', 3, 0, now(), now(), now()
 FROM generate_series(1, %(n)s) AS i
 RETURNING id"""
+_QUEUE = """INSERT INTO task_queues AS q (tenant_id, model_key, ready_at) VALUES ('bench', '', now() - interval '1 second')
+ON CONFLICT (tenant_id, model_key) DO UPDATE SET ready_at = LEAST(q.ready_at, EXCLUDED.ready_at), gen = q.gen + 1"""
 
 
 def queued_tasks(url: str, n: int, *, latency_ms: int = 0) -> list[str]:
@@ -155,8 +157,13 @@ def queued_tasks(url: str, n: int, *, latency_ms: int = 0) -> list[str]:
 
     extra = Jsonb({"params": {"fake": {"latencyMs": latency_ms}}} if latency_ms else {})
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO tenant_limits VALUES ('bench', 10000, now()) ON CONFLICT DO NOTHING")
-        return [str(row[0]) for row in conn.execute(_QUEUED, {"n": n, "extra": extra}).fetchall()]
+        conn.execute(
+            "INSERT INTO tenant_limits (tenant_id, max_concurrency, updated_at) VALUES ('bench', 10000, now()) "
+            "ON CONFLICT DO NOTHING"
+        )
+        ids = [str(row[0]) for row in conn.execute(_QUEUED, {"n": n, "extra": extra}).fetchall()]
+        conn.execute(_QUEUE)  # what a create writes beside its task: the tenant's queue on the model, ready
+        return ids
 
 
 def empty(url: str) -> None:

@@ -323,7 +323,9 @@ def test_a_claim_and_a_finish_across_the_same_tenants_do_not_deadlock(world: Wor
         world.succeed(running, by="one")
     except BaseException as exc:
         errors.append(exc)
-    thread.join()
+    finally:
+        thread.join()
+        db().execute("DROP TRIGGER slow_spend ON tenant_spend; DROP FUNCTION slow_spend()")
     # then: both went through
     assert errors == []
     assert Counter(r["status"] for r in db().execute("SELECT status FROM tasks")) == {"succeeded": 6, "running": 6}

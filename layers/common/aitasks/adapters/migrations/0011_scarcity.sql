@@ -219,9 +219,6 @@ CREATE TYPE claim_result AS (task tasks, wake_at timestamptz);
 CREATE FUNCTION claim_tasks(p_locked_by text, p_lease_until timestamptz, p_now timestamptz, p_limit integer)
     RETURNS SETOF claim_result
     LANGUAGE plpgsql
-    -- its statements' plans do not depend on the values they are run with, and planning the candidate query costs
-    -- as much as running it: plan once per session
-    SET plan_cache_mode = force_generic_plan
 AS $$
 -- transition: queued -> reserved -> running
 -- transition: failed -> queued -> reserved -> running
@@ -271,6 +268,9 @@ DECLARE
     v_state_blocked timestamptz[] := '{}';
     v_wake_model text[] := '{}';
     v_wake_at timestamptz[] := '{}';
+    v_wake_task uuid[] := '{}';
+    v_wake_found text[] := '{}';
+    v_wake_found_at timestamptz[] := '{}';
     v_unlimited text[] := '{}';
     v_dead uuid[] := '{}';
     v_dead_why text[] := '{}';
@@ -581,6 +581,33 @@ BEGIN
         DO UPDATE SET reserved_usd = tenant_spend.reserved_usd + EXCLUDED.reserved_usd;
     END IF;
 
+    -- A blocked model's wake-up names one of its due tasks (a hint: the claim it causes picks), found in its queues
+    -- in share order (a few probes); a model with none left (this claim took them) needs none.
+    IF cardinality(v_wake_model) > 0 THEN
+        FOR mo_ IN
+            SELECT u.model, min(u.at) AS at FROM unnest(v_wake_model, v_wake_at) AS u (model, at) GROUP BY u.model
+        LOOP
+            hd_ := NULL;
+            FOR qu_ IN
+                SELECT tq.tenant_id FROM task_queues tq
+                WHERE tq.model_key = mo_.model AND tq.ready_at <= p_now ORDER BY tq.vtime, tq.tenant_id LIMIT 20
+            LOOP
+                SELECT t.id INTO hd_ FROM tasks t
+                WHERE t.tenant_id = qu_.tenant_id AND t.model_key = mo_.model AND t.status IN ('queued', 'failed')
+                  AND t.available_at <= p_now
+                LIMIT 1;
+                EXIT WHEN hd_.id IS NOT NULL;
+            END LOOP;
+            IF hd_.id IS NOT NULL THEN
+                v_wake_task := v_wake_task || hd_.id;
+                v_wake_found := v_wake_found || mo_.model;
+                v_wake_found_at := v_wake_found_at || mo_.at;
+            END IF;
+        END LOOP;
+        v_wake_model := v_wake_found;
+        v_wake_at := v_wake_found_at;
+    END IF;
+
     -- Models: the fair-share clock moves to the latest start served; rpm spacing; blocks and their wake-up, one per
     -- model: a claim that finds one already on its way for no later than it would send none.
     IF cardinality(v_state_model) > 0 OR cardinality(v_claimed) > 0 OR cardinality(v_wake_model) > 0 THEN
@@ -591,7 +618,7 @@ BEGIN
         ), st AS (
             SELECT * FROM unnest(v_state_model, v_state_tat, v_state_blocked) AS s (model, tat, blocked)
         ), wk AS (
-            SELECT w.model, min(w.at) AS at FROM unnest(v_wake_model, v_wake_at) AS w (model, at) GROUP BY w.model
+            SELECT * FROM unnest(v_wake_model, v_wake_at, v_wake_task) AS w (model, at, task)
         ), upsert AS (
             INSERT INTO model_state AS s (model_key, vclock, rpm_tat, blocked_until, wake_at)
             SELECT a.model, COALESCE(sv.start, 0), st.tat, COALESCE(st.blocked, wk.at), wk.at
@@ -606,8 +633,8 @@ BEGIN
                                WHEN s.wake_at > p_now AND s.wake_at <= EXCLUDED.wake_at THEN s.wake_at
                                ELSE EXCLUDED.wake_at END
         )
-        SELECT COALESCE(array_agg(wk.model), '{}'), COALESCE(array_agg(wk.at), '{}')
-        INTO v_wake_model, v_wake_at
+        SELECT COALESCE(array_agg(wk.model), '{}'), COALESCE(array_agg(wk.at), '{}'), COALESCE(array_agg(wk.task), '{}')
+        INTO v_wake_model, v_wake_at, v_wake_task
         FROM wk
         WHERE NOT EXISTS (  -- this reads the state as it was before this statement
             SELECT 1 FROM model_state s WHERE s.model_key = wk.model AND s.wake_at > p_now AND s.wake_at <= wk.at);
@@ -630,20 +657,9 @@ BEGIN
 
     RETURN QUERY SELECT t, NULL::timestamptz FROM tasks t WHERE t.id = ANY(v_claimed || v_dead);
 
-    -- a wake-up for each blocked model, naming one of its due tasks
+    -- a wake-up for each blocked model whose wake-up is not on its way yet
     RETURN QUERY
-    SELECT t, w.at
-    FROM unnest(v_wake_model, v_wake_at) AS w (model, at)
-    CROSS JOIN LATERAL (
-        SELECT tq.tenant_id FROM task_queues tq
-        WHERE tq.model_key = w.model AND tq.ready_at <= p_now ORDER BY tq.vtime, tq.tenant_id LIMIT 1
-    ) q
-    CROSS JOIN LATERAL (
-        SELECT t FROM tasks t
-        WHERE t.tenant_id = q.tenant_id AND t.model_key = w.model AND t.status IN ('queued', 'failed')
-        ORDER BY task_rank(t.available_at, t.priority), t.id
-        LIMIT 1
-    ) x (t);
+    SELECT t, w.at FROM unnest(v_wake_task, v_wake_at) AS w (id, at) JOIN tasks t ON t.id = w.id;
 END
 $$;
 
