@@ -146,7 +146,8 @@ SELECT gen_random_uuid(), 'bench', 'chat', 5, 'queued',
        now() - interval '1 second', 3, 0, now(), now(), now()
 FROM generate_series(1, %(n)s) AS i
 RETURNING id"""
-_QUEUE = """INSERT INTO task_queues AS q (tenant_id, model_key, ready_at) VALUES ('bench', '', now() - interval '1 second')
+_QUEUE = """INSERT INTO task_queues AS q (tenant_id, model_key, ready_at)
+VALUES ('bench', '', now() - interval '1 second')
 ON CONFLICT (tenant_id, model_key) DO UPDATE SET ready_at = LEAST(q.ready_at, EXCLUDED.ready_at), gen = q.gen + 1"""
 
 
