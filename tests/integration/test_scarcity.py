@@ -526,3 +526,20 @@ def test_queues_that_hold_nothing_and_that_the_models_clock_passed_are_pruned(wo
     # busy's is kept (a task of it runs); a task for the pruned queue makes it again, and it is served
     world.add("gone")
     assert [t.tenant_id for t in world.running()] == ["gone"]
+
+
+def test_a_models_wake_up_asks_for_as_many_slots_as_its_room_holds(world: World) -> None:
+    # given: a model at 1,000 tokens a minute and calls of 100: room for 10
+    world.set_rpm("m", None, tpm=1000)
+    world.limits.set_max_concurrency(TenantId("A"), 50, now=NOW)
+    world.add("A", 30, tokens=100)
+    # a claim of one slot takes one call and sees room for 9 more now: one wake-up, now, for 9 slots (not 9 messages)
+    answer = world.claim(limit=1)
+    [notice] = [t for t in answer if t.deferred_until is not None]
+    assert (notice.deferred_until, notice.wake_slots) == (NOW, 9)
+    # a claim of 10 takes the other 9; the window is full: one wake-up for when the first call leaves it, for the
+    # slots the calls leaving then free (the first one's)
+    answer = world.claim(NOW + timedelta(seconds=1), limit=10)
+    assert len([t for t in answer if t.status is TaskStatus.RUNNING]) == 9
+    [notice] = [t for t in answer if t.deferred_until is not None]
+    assert (notice.deferred_until, notice.wake_slots) == (NOW + timedelta(seconds=61), 1)

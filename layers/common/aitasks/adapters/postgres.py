@@ -365,6 +365,7 @@ def _task(row: Mapping[str, Any] | None) -> Task | None:
         rate_tokens=row["rate_tokens"],
         deferred_until=row.get("wake_at"),
         deferred_for="rate_limit" if row.get("wake_at") else None,
+        wake_slots=row.get("wake_slots"),
         waiting_for=cast("WaitingFor | None", row.get("waiting_for")),
     )
 

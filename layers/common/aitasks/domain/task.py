@@ -123,9 +123,11 @@ class Task:
     # call counts against the model's tokens per minute, as its provider counts them.
     model_key: str = ""
     rate_tokens: int | None = None
-    # Only on a claim's answer, never stored: a task of a model with no room now (rate_limit), to wake then.
+    # Only on a claim's answer, never stored: a task of a model that needs a wake-up (rate_limit), to wake then, with
+    # as many slots as the model will have room for.
     deferred_until: datetime | None = None
     deferred_for: str | None = None
+    wake_slots: int | None = None
     # Why a queued or failed task is not running now, derived by the database when the task is read; None when it
     # only waits for an executor, or is not waiting.
     waiting_for: WaitingFor | None = None

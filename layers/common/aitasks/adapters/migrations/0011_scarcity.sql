@@ -211,10 +211,10 @@ $$;
 --   task that can never run (more tokens than its model's tpm; no price under a budget) ends dead_letter with the
 --   reason. Each candidate costs a few index probes, and a claim reads a bounded number of candidates of a limited
 --   model, whatever the number of tenants or held-back tasks.
--- Returned: the claimed tasks (running), the dead-lettered ones, and for each blocked model whose wake-up is not
--- already on its way one of its tasks with wake_at (nothing stored): the executor wakes the work then.
+-- Returned: the claimed tasks (running), the dead-lettered ones, and for each model that needs a wake-up one of its
+-- due tasks with wake_at and wake_slots (nothing stored): the executor wakes that many slots' worth of work then.
 DROP FUNCTION claim_tasks(text, timestamptz, timestamptz, integer);
-CREATE TYPE claim_result AS (task tasks, wake_at timestamptz);
+CREATE TYPE claim_result AS (task tasks, wake_at timestamptz, wake_slots integer);
 
 CREATE FUNCTION claim_tasks(p_locked_by text, p_lease_until timestamptz, p_now timestamptz, p_limit integer)
     RETURNS SETOF claim_result
@@ -269,6 +269,13 @@ DECLARE
     v_wake_model text[] := '{}';
     v_wake_at timestamptz[] := '{}';
     v_wake_task uuid[] := '{}';
+    v_wake_slots integer[] := '{}';
+    v_wake_found_slots integer[] := '{}';
+    v_at timestamptz;
+    v_left_calls integer;
+    v_left_tokens bigint;
+    v_slots integer;
+    v_unit integer := 1;
     v_wake_found text[] := '{}';
     v_wake_found_at timestamptz[] := '{}';
     v_unlimited text[] := '{}';
@@ -303,6 +310,7 @@ BEGIN
         IF mo_.paused_until > p_now THEN
             v_wake_model := v_wake_model || mo_.model_key;
             v_wake_at := v_wake_at || mo_.paused_until;
+            v_wake_slots := v_wake_slots || 10;  -- the spacing spreads them
             CONTINUE;
         END IF;
         IF mo_.rpm IS NULL AND mo_.tpm IS NULL THEN
@@ -369,6 +377,7 @@ BEGIN
                     v_skip := v_skip || qu_.tenant_id;
                     CONTINUE;
                 END IF;
+                v_unit := COALESCE(hd_.rate_tokens, 1);
                 IF mo_.tpm IS NOT NULL AND hd_.rate_tokens > mo_.tpm THEN
                     v_dead := v_dead || hd_.id;
                     v_dead_why := v_dead_why || format(
@@ -420,9 +429,21 @@ BEGIN
         v_state_model := v_state_model || mo_.model_key;
         v_state_tat := v_state_tat || v_tat;
         v_state_blocked := v_state_blocked || v_until;
-        IF v_until IS NOT NULL THEN
-            v_wake_model := v_wake_model || mo_.model_key;
-            v_wake_at := v_wake_at || GREATEST(v_until, p_now + interval '1 second');
+        -- Its wake-up: when it is blocked, for its room's return; when this claim filled its slots and the model has
+        -- room to spare, now. Either way for as many slots as that room holds calls like its next (at most 10), so
+        -- one message fills the window rather than one slot.
+        IF v_until IS NOT NULL OR cardinality(v_take) >= p_limit THEN
+            v_at := CASE WHEN v_until IS NULL THEN p_now ELSE GREATEST(v_until, p_now + interval '1 second') END;
+            SELECT count(*)::integer + (v_calls - mo_.calls), COALESCE(sum(k.tokens), 0) + (v_tokens - mo_.tokens)
+            INTO v_left_calls, v_left_tokens
+            FROM model_calls k WHERE k.model = mo_.model_key AND k.at > v_at - rate_window();
+            v_slots := LEAST(10, mo_.rpm - v_left_calls, (mo_.tpm - v_left_tokens) / GREATEST(v_unit, 1),
+                             CASE WHEN mo_.rpm IS NOT NULL THEN greatest(1, mo_.rpm / 60) END);
+            IF v_until IS NOT NULL OR v_slots > 0 THEN
+                v_wake_model := v_wake_model || mo_.model_key;
+                v_wake_at := v_wake_at || v_at;
+                v_wake_slots := v_wake_slots || GREATEST(v_slots, 1);
+            END IF;
         END IF;
     END LOOP;
 
@@ -585,7 +606,9 @@ BEGIN
     -- in share order (a few probes); a model with none left (this claim took them) needs none.
     IF cardinality(v_wake_model) > 0 THEN
         FOR mo_ IN
-            SELECT u.model, min(u.at) AS at FROM unnest(v_wake_model, v_wake_at) AS u (model, at) GROUP BY u.model
+            SELECT DISTINCT ON (u.model) u.model, u.at, u.slots
+            FROM unnest(v_wake_model, v_wake_at, v_wake_slots) AS u (model, at, slots)
+            ORDER BY u.model, u.at
         LOOP
             hd_ := NULL;
             FOR qu_ IN
@@ -602,10 +625,12 @@ BEGIN
                 v_wake_task := v_wake_task || hd_.id;
                 v_wake_found := v_wake_found || mo_.model;
                 v_wake_found_at := v_wake_found_at || mo_.at;
+                v_wake_found_slots := v_wake_found_slots || mo_.slots;
             END IF;
         END LOOP;
         v_wake_model := v_wake_found;
         v_wake_at := v_wake_found_at;
+        v_wake_slots := v_wake_found_slots;
     END IF;
 
     -- Models: the fair-share clock moves to the latest start served; rpm spacing; blocks and their wake-up, one per
@@ -618,7 +643,7 @@ BEGIN
         ), st AS (
             SELECT * FROM unnest(v_state_model, v_state_tat, v_state_blocked) AS s (model, tat, blocked)
         ), wk AS (
-            SELECT * FROM unnest(v_wake_model, v_wake_at, v_wake_task) AS w (model, at, task)
+            SELECT * FROM unnest(v_wake_model, v_wake_at, v_wake_task, v_wake_slots) AS w (model, at, task, slots)
         ), upsert AS (
             INSERT INTO model_state AS s (model_key, vclock, rpm_tat, blocked_until, wake_at)
             SELECT a.model, COALESCE(sv.start, 0), st.tat, COALESCE(st.blocked, wk.at), wk.at
@@ -633,8 +658,9 @@ BEGIN
                                WHEN s.wake_at > p_now AND s.wake_at <= EXCLUDED.wake_at THEN s.wake_at
                                ELSE EXCLUDED.wake_at END
         )
-        SELECT COALESCE(array_agg(wk.model), '{}'), COALESCE(array_agg(wk.at), '{}'), COALESCE(array_agg(wk.task), '{}')
-        INTO v_wake_model, v_wake_at, v_wake_task
+        SELECT COALESCE(array_agg(wk.model), '{}'), COALESCE(array_agg(wk.at), '{}'), COALESCE(array_agg(wk.task), '{}'),
+               COALESCE(array_agg(wk.slots), '{}')
+        INTO v_wake_model, v_wake_at, v_wake_task, v_wake_slots
         FROM wk
         WHERE NOT EXISTS (  -- this reads the state as it was before this statement
             SELECT 1 FROM model_state s WHERE s.model_key = wk.model AND s.wake_at > p_now AND s.wake_at <= wk.at);
@@ -655,11 +681,11 @@ BEGIN
         SELECT COALESCE(array_agg(d.id), '{}') INTO v_dead FROM dead d;
     END IF;
 
-    RETURN QUERY SELECT t, NULL::timestamptz FROM tasks t WHERE t.id = ANY(v_claimed || v_dead);
+    RETURN QUERY SELECT t, NULL::timestamptz, NULL::integer FROM tasks t WHERE t.id = ANY(v_claimed || v_dead);
 
     -- a wake-up for each blocked model whose wake-up is not on its way yet
     RETURN QUERY
-    SELECT t, w.at FROM unnest(v_wake_task, v_wake_at) AS w (id, at) JOIN tasks t ON t.id = w.id;
+    SELECT t, w.at, w.slots FROM unnest(v_wake_task, v_wake_at, v_wake_slots) AS w (id, at, slots) JOIN tasks t ON t.id = w.id;
 END
 $$;
 

@@ -50,9 +50,9 @@ FROM tasks t WHERE t.tenant_id = %(tenant_id)s AND t.id = %(id)s;
 -- name: claim_due
 -- The best due work, up to `limit` tasks, in one statement: claim_tasks() (migrations/0011_scarcity.sql) holds the
 -- fair-share, priority, cap, rate-limit and budget rules and the transitions queued|failed -> running (and ->
--- dead_letter for work that can never run). Rows with wake_at are no change: one due task of each model that has no
--- room now, to wake then.
-SELECT (c.task).*, c.wake_at FROM claim_tasks(%(locked_by)s, %(lease_until)s, %(now)s, %(limit)s) AS c;
+-- dead_letter for work that can never run). Rows with wake_at are no change: one due task of each model that needs a
+-- wake-up, to wake then with wake_slots slots.
+SELECT (c.task).*, c.wake_at, c.wake_slots FROM claim_tasks(%(locked_by)s, %(lease_until)s, %(now)s, %(limit)s) AS c;
 
 -- name: finish_runs
 -- The end of leased runs, one row each in %(runs)s (a JSON array): finish_runs() (migrations/0011_scarcity.sql),
