@@ -9,12 +9,14 @@ against the OpenAI-compatible stub on 127.0.0.1. The claim's fairness, priority 
 from __future__ import annotations
 
 import json
+import math
 import queue
 import random
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -29,7 +31,7 @@ from aitasks.adapters.postgres import (
     PostgresModelRepository,
     PostgresTaskRepository,
 )
-from aitasks.application.ai import Usage
+from aitasks.application.ai import ERROR_CLASSES, AiError, AiResult, Usage
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.executor import DATABASE_DOWN_DELAY_S, HAND_BACK_DELAY_S, Execute, RescueWakeUp
 from aitasks.application.ports import Delivery, WakeUp
@@ -64,6 +66,7 @@ def submit(
     max_attempts: int = 3,
     priority: int = 5,
     now: datetime | None = None,
+    model: str | None = None,
 ) -> Task:
     return repo.add(
         Task.submit(
@@ -73,6 +76,7 @@ def submit(
             now=now or datetime.now(UTC),
             max_attempts=max_attempts,
             priority=priority,
+            model=model,
         )
     )
 
@@ -86,7 +90,9 @@ def engine(
     heartbeat_s: float = 15,
     ai_timeout_s: float = 20,
     queue_: InMemoryWorkQueue | None = None,
+    **settings: Any,
 ) -> Execute:
+    """An executor invocation on the test database (`settings`: Execute's other fields)."""
     queue_ = queue_ or InMemoryWorkQueue()
     repo = db if isinstance(db, PostgresTaskRepository) else PostgresTaskRepository(db)
     return Execute(
@@ -101,6 +107,7 @@ def engine(
         ai_timeout_s=ai_timeout_s,
         margin_s=2,
         clock=clock or (lambda: datetime.now(UTC)),
+        **settings,
     )
 
 
@@ -597,3 +604,129 @@ def most_at_once(db: ConnectionProvider) -> dict[str, int]:
             peak = max(peak, level)
         peaks[tenant] = peak
     return peaks
+
+
+# --- how runs end: outcomes that cannot be made, pauses, what may have been billed ----------------------------
+
+
+class Failing:
+    """The model, scripted: a prompt named in `errors` fails with its error (once, if `once`); others answer as the
+    fake provider does; `answers` replaces an answer."""
+
+    name = "failing"
+
+    def __init__(self, errors: dict[str, AiError] | None = None, *, once: bool = False, answers: Any = None) -> None:
+        self.errors = dict(errors or {})
+        self.once = once
+        self.answers = answers or {}
+        self._fake = FakeAiProvider()
+
+    def complete(self, request: Any, *, timeout_s: float) -> Any:
+        error = self.errors.pop(request.prompt, None) if self.once else self.errors.get(request.prompt)
+        if error is not None:
+            raise error
+        answer = self._fake.complete(request, timeout_s=timeout_s)
+        return self.answers.get(request.prompt, answer)
+
+
+def test_a_run_whose_outcome_cannot_be_made_is_handed_back_without_losing_the_others(db: ConnectionProvider) -> None:
+    # given: a model whose answer to one task is broken (a provider bug: no token counts at all)
+    repo = PostgresTaskRepository(db)
+    good, bad = submit(repo, {"prompt": "good"}), submit(repo, {"prompt": "bad"})
+    broken = AiResult("an answer", "fake-echo-1", Usage(tokens_in=None, tokens_out=None), 1)  # type: ignore[arg-type]
+    # when: both end in one finish
+    report = execute(engine(db, Failing(answers={"bad": broken})), 2)
+    # then: the good one is recorded; the bad one failed (unknown), charged what it held: its call was made
+    ends = {r.task.id: (r.task.status, r.outcome.error_code, r.outcome.charge_held) for r in report.runs}
+    assert ends == {good.id: (TaskStatus.SUCCEEDED, None, False), bad.id: (TaskStatus.FAILED, "unknown", True)}
+
+
+@pytest.mark.parametrize("retry_after", [1e12, math.inf, -5.0, math.nan, 3600.0])
+def test_a_429s_pause_is_clamped_and_an_absurd_retry_after_loses_nothing(
+    db: ConnectionProvider, retry_after: float
+) -> None:
+    # given: a provider that answers one task 429 with a wait of 1e12 s, infinity, a negative one, NaN, an hour
+    clock, repo = Clock(), PostgresTaskRepository(db)
+    limited = submit(repo, {"prompt": "limited"}, now=clock.now, model="fake-echo-1")
+    other = submit(repo, {"prompt": "other"}, now=clock.now, model="fake-echo-1")
+    model = Failing({"limited": AiError("rate_limit", "HTTP 429", retry_after_s=retry_after)}, once=True)
+    # when: both end in one finish
+    report = execute(engine(db, model, clock=clock, max_pause_s=300), 2)
+    # then: nothing raised; the other run's outcome was kept; the model is paused for at most AI_MAX_PAUSE_SECONDS
+    ends = {(r.task.id, r.attempt_no): r for r in report.runs}
+    assert ends[other.id, 1].task.status is TaskStatus.SUCCEEDED
+    assert ends[limited.id, 1].task.status is TaskStatus.FAILED
+    pause = ends[limited.id, 1].outcome.pause_until
+    assert clock.now <= pause <= clock.now + timedelta(seconds=300)
+    paused = db().execute("SELECT max(paused_until) AS until FROM model_limits").fetchone()["until"]
+    assert paused == pause
+
+
+@pytest.mark.parametrize("code", ["quota", "auth"])
+def test_quota_and_auth_errors_pause_the_model_instead_of_dead_lettering_the_backlog(
+    db: ConnectionProvider, code: str
+) -> None:
+    # given: the deployment's key is out of credit (or was rotated): the first call fails so, then it works again
+    clock, repo = Clock(), PostgresTaskRepository(db)
+    first = submit(repo, {"prompt": "first"}, now=clock.now - timedelta(seconds=1), model="fake-echo-1")
+    backlog = [submit(repo, {"prompt": f"p{i}"}, now=clock.now, model="fake-echo-1") for i in range(3)]
+    model = Failing({"first": AiError(code, "HTTP 401 (or 429 insufficient_quota)")}, once=True)
+    run = engine(db, model, clock=clock, account_pause_s=300)
+    # when: it fails
+    [failed] = execute(run, 1).runs
+    # then: retried after the pause, which holds every other call of the model: the backlog spends no attempt
+    assert (failed.task.status, failed.outcome.error_code) == (TaskStatus.FAILED, code)
+    assert failed.task.available_at == failed.outcome.pause_until == clock.now + timedelta(seconds=300)
+    assert execute(run, 4).runs == []
+    assert {repo.get(T, t.id).attempt_count for t in backlog} == {0}
+    # and once it is over, everything runs
+    clock.advance(300.001)
+    done = execute(run, 4).runs
+    assert {r.task.id for r in done} == {first.id, *(t.id for t in backlog)}
+    assert {r.task.status for r in done} == {TaskStatus.SUCCEEDED}
+
+
+BILLED = {"timeout", "connection", "server_error", "overloaded", "invalid_output", "unknown"}
+
+
+@pytest.mark.parametrize("code", sorted(ERROR_CLASSES))
+def test_an_error_without_usage_is_charged_its_hold_unless_it_is_known_free(db: ConnectionProvider, code: str) -> None:
+    submit(PostgresTaskRepository(db), {"prompt": "p"}, model="fake-echo-1")
+    [run] = execute(engine(db, Failing({"p": AiError(code, "it failed")}))).runs
+    assert (run.outcome.error_code, run.outcome.cost, run.outcome.charge_held) == (code, None, code in BILLED)
+
+
+def test_an_answer_of_a_renamed_model_is_priced_as_the_model_it_was_asked_for(
+    db: ConnectionProvider, openai_stub: OpenAiStub
+) -> None:
+    # given: a tenant with a budget, and a compatible server that answers as a name with no price (review §3a)
+    from aitasks.application.tasks import NewTask
+    from tests.integration.conftest import create_task
+
+    limits = PostgresLimitsRepository(db)
+    limits.set_monthly_budget(T, Decimal("1"), now=datetime.now(UTC))
+    task = create_task(db, Dispatcher(InMemoryWorkQueue()))(
+        T, NewTask(type="chat", payload={"prompt": "p", "model": "gpt-4o-mini"})
+    )
+    openai_stub.enqueue(ok("an answer", model="meta-llama/Llama-3.1-8B-Instruct"))
+    provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
+    # when
+    [run] = execute(engine(db, provider)).runs
+    # then: the attempt is priced as gpt-4o-mini (what its hold was priced on), and that is what the month spent
+    usage = Usage(tokens_in=42, tokens_out=7, cached_tokens=10)
+    expected = prices_of(db).cost("gpt-4o-mini", usage)
+    assert expected is not None and expected > 0
+    assert (run.outcome.model, run.outcome.cost, run.outcome.charge_held) == (
+        "meta-llama/Llama-3.1-8B-Instruct",
+        expected,
+        False,
+    )
+    assert [a["cost"] for a in attempts(db, task.id)] == [expected]
+    [spend] = db().execute("SELECT spent_usd, reserved_usd FROM tenant_spend").fetchall()
+    assert (spend["spent_usd"], spend["reserved_usd"]) == (expected, 0)
+
+
+def test_an_answer_that_cannot_be_priced_is_charged_its_hold(db: ConnectionProvider) -> None:
+    submit(PostgresTaskRepository(db), {"prompt": "p"}, model="a-model-with-no-price")
+    [run] = execute(engine(db)).runs
+    assert (run.task.status, run.outcome.cost, run.outcome.charge_held) == (TaskStatus.SUCCEEDED, None, True)

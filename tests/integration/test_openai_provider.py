@@ -141,7 +141,7 @@ def test_summarize_sends_its_instructions_and_the_context(stub: OpenAiStub, prov
     ("reply", "code", "retryable"),
     [
         (rate_limited(), "rate_limit", True),
-        (insufficient_quota(), "quota", False),
+        (insufficient_quota(), "quota", True),  # retried once its pause ends
         (error(500, "boom", type="server_error"), "server_error", True),
         (error(502, "bad gateway", type="server_error"), "server_error", True),
         (error(503, "The engine is currently overloaded", type="server_error"), "overloaded", True),
@@ -150,8 +150,8 @@ def test_summarize_sends_its_instructions_and_the_context(stub: OpenAiStub, prov
         (error(404, "The model does not exist", code="model_not_found"), "bad_request", False),
         (context_length_exceeded(), "context_length", False),
         (error(400, "filtered", code="content_filter"), "content_filter", False),
-        (error(401, "Incorrect API key", code="invalid_api_key"), "auth", False),
-        (error(403, "not allowed"), "auth", False),
+        (error(401, "Incorrect API key", code="invalid_api_key"), "auth", True),
+        (error(403, "not allowed"), "auth", True),
         (content_filtered(), "content_filter", False),
         (malformed(), "server_error", True),
         (Reply(body=b"<html>gateway</html>", content_type="text/html"), "server_error", True),

@@ -64,3 +64,12 @@ def test_the_default_budget_is_three_attempts() -> None:
 def test_nonsense_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([1e12, -1e12, float("inf"), float("nan")]))
+def test_any_retry_after_a_provider_sends_is_a_wait_within_the_clamp(retry_after: float) -> None:
+    # a hostile or buggy server's Retry-After: 1e12, inf, NaN or negative never overflows a datetime
+    policy = RetryPolicy()
+    decision = policy.decide(attempt_no=1, retryable=True, now=NOW, retry_after_s=retry_after)
+    assert 0 <= decision.delay_s <= policy.max_retry_after_s
+    assert decision.at == NOW + timedelta(seconds=decision.delay_s)

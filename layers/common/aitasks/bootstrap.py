@@ -457,6 +457,8 @@ def execute() -> Execute:
         ai_timeout_s=settings.ai_timeout_seconds,
         margin_s=settings.executor_margin_seconds,
         max_parallel=settings.executor_max_parallel,
+        max_pause_s=settings.ai_max_pause_seconds,
+        account_pause_s=settings.ai_account_pause_seconds,
     )
 
 

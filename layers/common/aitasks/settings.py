@@ -37,6 +37,12 @@ class Settings(BaseModel):
     ai_provider: Literal["fake", "openai"] = Field(default="fake", description="the model provider")
     ai_timeout_seconds: float = Field(default=100, gt=0, description="one model call; below the executor timeout")
     ai_default_model: str = Field(default="gpt-4o-mini", description="the model when a task names none")
+    ai_max_pause_seconds: float = Field(
+        default=300, ge=0, le=86_400, description="the longest a provider's 429 (its Retry-After) pauses its model"
+    )
+    ai_account_pause_seconds: float = Field(
+        default=300, gt=0, le=86_400, description="how long a quota or auth error pauses its model (then retried)"
+    )
     openai_api_key: SecretStr | None = Field(default=None, description="local use; on AWS use the secret")
     openai_api_key_secret_arn: str | None = Field(default=None, description="Secrets Manager secret: the key")
     openai_base_url: str | None = Field(default=None, description="OpenAI-compatible or Azure OpenAI endpoint")

@@ -1,7 +1,8 @@
 """The AI provider port and its values: what the executor asks a model, what comes back, how it fails, what it costs.
 
 Adapters map their SDK's errors to `AiError` once, at the boundary; the executor only ever sees an `AiError`, whose
-code decides (through `RETRYABLE`) whether the attempt may be retried.
+code decides (through `ERROR_CLASSES`) whether the attempt may be retried, whether the call may have been billed, and
+what it pauses.
 """
 
 from __future__ import annotations
@@ -36,25 +37,46 @@ AiErrorCode = Literal[
     "unknown",
 ]
 
-# The one classification table: may an attempt that failed with this code be tried again?
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorClass:
+    """What a failed call's code says.
+
+    `retryable`: another attempt may succeed. `billed`: the provider may have billed the call; when it reported no
+    usage, the tenant is charged what the attempt held (the worst it could cost) - only errors known to be free
+    are not. `pauses`: what the error stops for everyone's calls of the model - until the provider's Retry-After
+    (`"retry_after"`, clamped to AI_MAX_PAUSE_SECONDS), or for AI_ACCOUNT_PAUSE_SECONDS (`"account"`: the
+    deployment's key or credit, not the task, is at fault; every call would fail the same way until an operator
+    acts, so the backlog waits for the pause instead of each task spending its attempts on it)."""
+
+    retryable: bool
+    billed: bool
+    pauses: Literal["retry_after", "account"] | None = None
+
+
+# The one classification table. Free: a 429 or a request refused before the model ran (a 4xx other than a timeout).
+# Billed unless told otherwise: a timeout or a broken connection (the model may have run), a 5xx (a gateway's 502 or
+# 504 after the upstream ran, a 200 whose body did not parse), an unusable answer, and anything unknown.
 # invalid_output: the model answered, but unusably (empty, or an extract answer that breaks its schema); sampling
 # again often fixes it, and the attempt budget bounds what it can cost. unknown: a surprise should surface, not loop.
-RETRYABLE: Mapping[AiErrorCode, bool] = MappingProxyType(
+ERROR_CLASSES: Mapping[AiErrorCode, ErrorClass] = MappingProxyType(
     {
-        "rate_limit": True,
-        "timeout": True,
-        "connection": True,
-        "server_error": True,
-        "overloaded": True,
-        "bad_request": False,
-        "content_filter": False,
-        "context_length": False,
-        "auth": False,
-        "quota": False,
-        "invalid_output": True,
-        "unknown": False,
+        "rate_limit": ErrorClass(retryable=True, billed=False, pauses="retry_after"),
+        "timeout": ErrorClass(retryable=True, billed=True),
+        "connection": ErrorClass(retryable=True, billed=True),
+        "server_error": ErrorClass(retryable=True, billed=True),
+        "overloaded": ErrorClass(retryable=True, billed=True),
+        "bad_request": ErrorClass(retryable=False, billed=False),
+        "content_filter": ErrorClass(retryable=False, billed=False),
+        "context_length": ErrorClass(retryable=False, billed=False),
+        "auth": ErrorClass(retryable=True, billed=False, pauses="account"),
+        "quota": ErrorClass(retryable=True, billed=False, pauses="account"),
+        "invalid_output": ErrorClass(retryable=True, billed=True),
+        "unknown": ErrorClass(retryable=False, billed=True),
     }
 )
+# The table's first column, for readers that need only it.
+RETRYABLE: Mapping[AiErrorCode, bool] = MappingProxyType({code: c.retryable for code, c in ERROR_CLASSES.items()})
 
 # error_detail is stored with the attempt and shown to the client: keep it short.
 MAX_DETAIL_CHARS = 500

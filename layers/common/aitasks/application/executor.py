@@ -18,10 +18,11 @@ from collections import Counter
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from aitasks.application.ai import AiError, AiRequest, AiResult
+from aitasks.application.ai import ERROR_CLASSES, AiError, AiRequest, AiResult
 from aitasks.application.ports import Artifact, FinishedRun, RunOutcome, WakeUp
 from aitasks.application.tasks import utc_now
 from aitasks.domain.errors import DependencyUnavailableError
+from aitasks.domain.retry import clamp_wait_s
 from aitasks.domain.schemas import validator
 from aitasks.domain.task import TaskStatus
 from aitasks.domain.task_types import REGISTRY
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from decimal import Decimal
     from uuid import UUID
 
-    from aitasks.application.ai import AiProvider, PriceTable
+    from aitasks.application.ai import AiProvider, ErrorClass, PriceTable, Usage
     from aitasks.application.dispatch import Dispatcher
     from aitasks.application.ports import Delivery, TaskRepository, WorkQueue
     from aitasks.domain.retry import RetryPolicy
@@ -50,6 +51,9 @@ FINISH_RETRY_S = 1.0
 BEAT_RETRY_S = 2.0
 # Outcomes that could not be written are retried until the invocation has this little time left.
 FINISH_GIVE_UP_S = 2.0
+
+# What a tenant reads on an attempt the executor itself failed (never an exception's text).
+NO_OUTCOME = "the executor could not record the model's answer"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,6 +143,8 @@ class Execute:
     margin_s: float = 10.0
     max_parallel: int = 10
     clock: Callable[[], datetime] = utc_now
+    max_pause_s: float = 300.0  # AI_MAX_PAUSE_SECONDS: the longest a 429's Retry-After pauses its model
+    account_pause_s: float = 300.0  # AI_ACCOUNT_PAUSE_SECONDS: a quota or auth error's pause, and its retry
 
     def __call__(
         self, deliveries: Sequence[Delivery], *, invocation_id: str, remaining_s: Callable[[], float]
@@ -191,7 +197,35 @@ class Execute:
         return min(5.0, self.margin_s / 2)
 
     def outcome(self, run: _Run, elapsed_ms: int, prices: PriceTable) -> RunOutcome:
-        """How a run ended, from its model call's answer or the reason it stopped waiting for one."""
+        """How a run ended, from its model call's answer or the reason it stopped waiting for one. It never raises:
+        a run whose outcome cannot be made is handed back, so that one bad answer cannot lose its batch's ends."""
+        try:
+            return self._outcome(run, elapsed_ms, prices)
+        except Exception:
+            logger.exception(
+                "a run's outcome could not be made: it is handed back", extra={"task_id": str(run.task.id)}
+            )
+            # its call was made: it may have been billed
+            return self.handed_back(run.task, NO_OUTCOME, charge_held=True)
+
+    def handed_back(self, task: Task, detail: str, *, charge_held: bool) -> RunOutcome:
+        """The end of a run the executor itself failed: failed (`unknown`), to run again after the usual backoff -
+        or dead-lettered if that was its last attempt - instead of when the sweeper finds its lease run out.
+        `charge_held`: whether its call was made (and so may have been billed)."""
+        decision = self.policy.decide(
+            attempt_no=task.attempts_in_budget, retryable=True, now=self.clock(), max_attempts=task.max_attempts
+        )
+        return RunOutcome(
+            TaskStatus.FAILED if decision.retry else TaskStatus.DEAD_LETTER,
+            "failed",
+            model=task.model,
+            error_code="unknown",
+            error_detail=detail,
+            available_at=decision.at,
+            charge_held=charge_held,
+        )
+
+    def _outcome(self, run: _Run, elapsed_ms: int, prices: PriceTable) -> RunOutcome:
         answer = run.answer
         if answer is None and run.stopped == "cancel":
             # A cancelled call is abandoned (best effort): its tokens, if any, are not known here.
@@ -211,42 +245,54 @@ class Execute:
         return self._failed(run.task, answer, elapsed_ms, run.request.model, prices)
 
     def _succeeded(self, task: Task, answer: AiResult, prices: PriceTable) -> RunOutcome:
+        cost = self._cost(task, answer.model, answer.usage, prices)
         return RunOutcome(
             TaskStatus.SUCCEEDED,
             "succeeded",
             model=answer.model,
             tokens_in=answer.usage.tokens_in,
             tokens_out=answer.usage.tokens_out,
-            cost=self._cost(answer.model, answer, prices),
+            cost=cost,
             latency_ms=answer.latency_ms,
             artifact=Artifact(_artifact_kind(task), answer.text),
+            charge_held=cost is None,  # fail closed: an answer that cannot be priced is charged what it held
         )
 
-    def _cost(self, model: str, answer: AiResult, prices: PriceTable) -> Decimal | None:
-        cost = prices.cost(model, answer.usage)
-        if cost is None:
-            logger.warning("no price for this model: the attempt's cost is recorded as unknown", extra={"model": model})
-        return cost
+    @staticmethod
+    def _cost(task: Task, model: str | None, usage: Usage, prices: PriceTable) -> Decimal | None:
+        """A call's cost: at the price of the model the provider reports, if that one is known and priced (a pricier
+        snapshot is charged as such), else at the price of the task's own model, the one its hold was priced on (a
+        compatible server that renames the model is charged as what it was asked). None: neither has a price."""
+        for name in dict.fromkeys((model, task.model)):
+            cost = prices.cost(name, usage) if name else None
+            if cost is not None:
+                return cost
+        logger.warning("no price for this model: the attempt is charged what it held", extra={"model": model})
+        return None
 
     def _failed(self, task: Task, error: AiError, elapsed_ms: int, model: str | None, prices: PriceTable) -> RunOutcome:
-        usage = error.usage
-        now = self.clock()
-        cost = prices.cost(model, usage) if usage and model else None
+        usage, kind, now = error.usage, ERROR_CLASSES[error.code], self.clock()
+        cost = self._cost(task, model, usage, prices) if usage is not None else None
+        # Fail closed: a call that may have been billed, for an amount not known here, is charged what it held - one
+        # that reported its usage but cannot be priced, and one that reported none unless its error is known free.
+        charge_held = cost is None and (usage is not None or kind.billed)
         detail = error.detail
         retryable = error.retryable
-        spent = (task.cost or 0) + (cost or 0)
+        charged = cost if cost is not None else (task.worst_cost if charge_held else None)
+        spent = (task.cost or 0) + (charged or 0)
         if retryable and task.max_cost_usd is not None and spent >= task.max_cost_usd:
             retryable = False
             detail = f"{detail} (not retried: the task has cost ${spent}, its maxCostUsd is ${task.max_cost_usd})"
+        pause_s = self._pause_s(error, kind)
         decision = self.policy.decide(
             attempt_no=task.attempts_in_budget,
             retryable=retryable,
             now=now,
             max_attempts=task.max_attempts,
-            retry_after_s=error.retry_after_s,
+            # after a quota or auth error the task is due again when its model's pause ends
+            retry_after_s=pause_s if kind.pauses == "account" else error.retry_after_s,
         )
         status = TaskStatus.FAILED if decision.retry else TaskStatus.DEAD_LETTER
-        pause = error.code == "rate_limit" and error.retry_after_s is not None
         return RunOutcome(
             status,
             "failed",
@@ -258,10 +304,18 @@ class Execute:
             error_code=error.code,
             error_detail=detail,
             available_at=decision.at,
-            # the call may have been billed, and how much is not known
-            charge_held=usage is None and error.code in ("timeout", "connection"),
-            pause_until=now + timedelta(seconds=error.retry_after_s or 0) if pause else None,
+            charge_held=charge_held,
+            pause_until=now + timedelta(seconds=pause_s) if pause_s is not None else None,
         )
+
+    def _pause_s(self, error: AiError, kind: ErrorClass) -> float | None:
+        """How long the error pauses its model for everyone; None: not at all. A provider's wait is clamped (a
+        requests-per-day limit's reset, or a server's absurd Retry-After, must not stop a model for a day)."""
+        if kind.pauses == "account":
+            return self.account_pause_s
+        if kind.pauses == "retry_after" and error.retry_after_s is not None:
+            return clamp_wait_s(error.retry_after_s, self.max_pause_s)
+        return None
 
 
 class _Batch:

@@ -451,9 +451,11 @@ class Artifact:
 class RunOutcome:
     """How a run ended: the task's new status, the attempt's record, what it produced.
 
-    `charge_held`: the call may have been billed without us knowing how much (cancelled mid-call, timed out, cut
-    off), so the tenant is charged what the attempt held - the worst it could cost. `pause_until`: the provider
-    answered 429 with a wait; no call of the model starts before it."""
+    `charge_held` (with no `cost`): the call may have been billed without us knowing how much (cancelled
+    mid-call, timed out, cut off, an error not known to be free, an answer that cannot be priced), so the tenant is
+    charged what the attempt held - the worst it could cost - and that is its recorded cost, marked estimated.
+    `pause_until`: no call of the task's model starts before it, whoever's (a provider's 429 with a wait, a quota
+    or auth error)."""
 
     status: TaskStatus
     attempt_status: str

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from datetime import datetime, timedelta
 
 from aitasks.domain.task import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_CEILING
+
+
+def clamp_wait_s(seconds: float, ceiling_s: float) -> float:
+    """A provider's wait hint within [0, ceiling_s]: what it sends is not ours to trust, and a wait of 1e12 s, inf or
+    NaN must not reach a datetime (OverflowError, ValueError). NaN, like a negative wait, is no wait."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), ceiling_s)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,7 +57,7 @@ class RetryPolicy:
 
     def delay(self, attempt_no: int, *, retry_after_s: float | None = None, rng: random.Random | None = None) -> float:
         if retry_after_s is not None:
-            return min(max(retry_after_s, 0.0), self.max_retry_after_s)
+            return clamp_wait_s(retry_after_s, self.max_retry_after_s)
         step = self.step(attempt_no)
         return step / 2 + (rng or random).uniform(0, step / 2)
 
