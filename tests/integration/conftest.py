@@ -106,13 +106,17 @@ def db(database_url: str) -> Iterator[ConnectionProvider]:
 
 
 @pytest.fixture
-def wired(db: ConnectionProvider, monkeypatch: pytest.MonkeyPatch) -> ConnectionProvider:
-    """bootstrap's repositories on the test database (the queue is left to the test)."""
+def wired(db: ConnectionProvider, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ConnectionProvider]:
+    """bootstrap's repositories on the test database (the queue is left to the test); the executor's heartbeat on a
+    connection of its own, as bootstrap gives it."""
+    heartbeat = ConnectionProvider(lambda: database_url, application_name="aitasks-heartbeat")
     monkeypatch.setattr(bootstrap, "task_repository", lambda: PostgresTaskRepository(db))
+    monkeypatch.setattr(bootstrap, "lease_repository", lambda: PostgresTaskRepository(heartbeat))
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(db))
     monkeypatch.setattr(bootstrap, "limits_repository", lambda: PostgresLimitsRepository(db))
     monkeypatch.setattr(bootstrap, "model_repository", lambda: PostgresModelRepository(db))
-    return db
+    yield db
+    heartbeat.close()
 
 
 def prices_of(db: ConnectionProvider | PostgresTaskRepository) -> PriceTable:
@@ -155,10 +159,17 @@ def wire_handlers(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterato
             opened.append(local.provider)
         return local.provider
 
+    def heartbeat() -> ConnectionProvider:  # the executor's heartbeat has a connection of its own
+        if not hasattr(local, "heartbeat"):
+            local.heartbeat = ConnectionProvider(lambda: database_url, application_name="aitasks-heartbeat")
+            opened.append(local.heartbeat)
+        return local.heartbeat
+
     opened: list[ConnectionProvider] = []
     queue = InMemoryWorkQueue()
     monkeypatch.setattr(bootstrap, "connection", provider)
     monkeypatch.setattr(bootstrap, "task_repository", lambda: PostgresTaskRepository(provider()))
+    monkeypatch.setattr(bootstrap, "lease_repository", lambda: PostgresTaskRepository(heartbeat()))
     monkeypatch.setattr(bootstrap, "task_queries", lambda: PostgresTaskRepository(provider()))
     monkeypatch.setattr(bootstrap, "api_key_repository", lambda: PostgresApiKeyRepository(provider()))
     monkeypatch.setattr(bootstrap, "idempotency_store", lambda: PostgresIdempotencyStore(provider()))

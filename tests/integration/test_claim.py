@@ -235,7 +235,7 @@ def test_heartbeat_renews_only_held_leases_and_reports_cancel_requests(db) -> No
     repo.request_cancel(TenantId("A"), second.id, now=NOW)
     later = NOW + timedelta(minutes=5)
     leases = repo.extend_leases([(first.id, 1), (second.id, 1)], locked_by="run", lease_until=later)
-    assert {k: v.cancel_requested for k, v in leases.items()} == {first.id: False, second.id: True}
+    assert {k: v.cancel_requested for k, v in leases.items()} == {(first.id, 1): False, (second.id, 1): True}
     assert repo.get(TenantId("A"), first.id).locked_until == later
     assert repo.extend_leases([(first.id, 1)], locked_by="not-the-holder", lease_until=later) == {}
 

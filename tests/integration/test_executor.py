@@ -8,6 +8,7 @@ against the OpenAI-compatible stub on 127.0.0.1. The claim's fairness, priority 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import queue
@@ -17,9 +18,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import psycopg
 import pytest
 
 from aitasks import bootstrap
@@ -30,6 +32,7 @@ from aitasks.adapters.postgres import (
     PostgresLimitsRepository,
     PostgresModelRepository,
     PostgresTaskRepository,
+    connect,
 )
 from aitasks.application.ai import ERROR_CLASSES, AiError, AiResult, Usage
 from aitasks.application.dispatch import Dispatcher
@@ -42,6 +45,9 @@ from tests.conftest import LambdaContext, load_handler, sqs_event, wake_up
 from tests.integration.conftest import prices_of
 from tests.support.fakes import InMemoryWorkQueue
 from tests.support.openai_stub import OpenAiStub, ok, rate_limited, slow
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 T = TenantId("tenant-a")
 
@@ -90,9 +96,11 @@ def engine(
     heartbeat_s: float = 15,
     ai_timeout_s: float = 20,
     queue_: InMemoryWorkQueue | None = None,
+    leases: PostgresTaskRepository | None = None,
     **settings: Any,
 ) -> Execute:
-    """An executor invocation on the test database (`settings`: Execute's other fields)."""
+    """An executor invocation on the test database. `leases`: the heartbeat's repository, on a connection of its own
+    as bootstrap gives it (without one the heartbeat shares the repository's connection)."""
     queue_ = queue_ or InMemoryWorkQueue()
     repo = db if isinstance(db, PostgresTaskRepository) else PostgresTaskRepository(db)
     return Execute(
@@ -107,8 +115,17 @@ def engine(
         ai_timeout_s=ai_timeout_s,
         margin_s=2,
         clock=clock or (lambda: datetime.now(UTC)),
+        leases=leases,
         **settings,
     )
+
+
+@pytest.fixture
+def heartbeat_db(database_url: str) -> Iterator[ConnectionProvider]:
+    """A second connection to the test database, for a heartbeat (as bootstrap.heartbeat_connection)."""
+    provider = ConnectionProvider(lambda: database_url, application_name="aitasks-heartbeat")
+    yield provider
+    provider.close()
 
 
 def deliveries(n: int = 1, *, tenant: str = T, at: datetime | None = None) -> list[Delivery]:
@@ -530,8 +547,14 @@ def test_500_tasks_of_four_tenants_woken_twice_run_once_each_within_every_cap(
             local.repo = PostgresTaskRepository(ConnectionProvider(lambda: database_url))
         return local.repo
 
+    def thread_leases() -> PostgresTaskRepository:  # each environment's heartbeat has a connection of its own too
+        if not hasattr(local, "leases"):
+            local.leases = PostgresTaskRepository(ConnectionProvider(lambda: database_url))
+        return local.leases
+
     provider = OpenAiProvider(api_key="sk-test", base_url=openai_stub.base_url)
     monkeypatch.setattr(bootstrap, "task_repository", thread_repo)
+    monkeypatch.setattr(bootstrap, "lease_repository", thread_leases)
     monkeypatch.setattr(bootstrap, "model_repository", lambda: PostgresModelRepository(db))
     monkeypatch.setattr(bootstrap, "work_queue", InMemoryWorkQueue)
     monkeypatch.setattr(bootstrap, "ai_provider", lambda: provider)
@@ -606,7 +629,48 @@ def most_at_once(db: ConnectionProvider) -> dict[str, int]:
     return peaks
 
 
-# --- how runs end: outcomes that cannot be made, pauses, what may have been billed ----------------------------
+# --- runs known by (task, attempt); the heartbeat on its own; runs handed back; pauses; charges; freed slots -----
+
+
+def wait_until(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+class Gated:
+    """The model, scripted: the call for (prompt, attempt) waits until the test opens its gate, then answers as the
+    fake provider does."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self._gates: dict[tuple[str, int], threading.Event] = {}
+        self._lock = threading.Lock()
+        self._all_open = False
+        self._fake = FakeAiProvider()
+
+    def gate(self, prompt: str, attempt: int) -> threading.Event:
+        with self._lock:
+            gate = self._gates.setdefault((prompt, attempt), threading.Event())
+            if self._all_open:
+                gate.set()
+            return gate
+
+    def open(self, prompt: str, attempt: int = 1) -> None:
+        self.gate(prompt, attempt).set()
+
+    def open_all(self) -> None:
+        """Every call answers from now on (a test's end, passed or failed, leaves no call waiting)."""
+        with self._lock:
+            self._all_open = True
+            for gate in self._gates.values():
+                gate.set()
+
+    def complete(self, request: Any, *, timeout_s: float) -> Any:
+        self.gate(request.prompt, request.attempt_no).wait(timeout_s)
+        return self._fake.complete(request, timeout_s=timeout_s)
 
 
 class Failing:
@@ -627,6 +691,166 @@ class Failing:
             raise error
         answer = self._fake.complete(request, timeout_s=timeout_s)
         return self.answers.get(request.prompt, answer)
+
+
+class Switchable(PostgresTaskRepository):
+    """Renewals, or finishes, fail while their switch is on (the database went away); it records what each
+    renewal that got through answered, and the runs of every finish asked."""
+
+    def __init__(self, db: ConnectionProvider) -> None:
+        super().__init__(db)
+        self.leases_down = threading.Event()
+        self.finishes_down = threading.Event()
+        self.renewed: list[dict[tuple[UUID, int], Any]] = []
+        self.finished: list[set[tuple[UUID, int]]] = []
+
+    def extend_leases(self, *args: Any, **kwargs: Any) -> Any:
+        if self.leases_down.is_set():
+            raise DependencyUnavailableError("database")
+        held = super().extend_leases(*args, **kwargs)
+        self.renewed.append(held)
+        return held
+
+    def finish_runs(self, runs: Any, **kwargs: Any) -> Any:
+        self.finished.append({(run.task_id, run.attempt_no) for run in runs})
+        if self.finishes_down.is_set():
+            raise DependencyUnavailableError("database")
+        return super().finish_runs(runs, **kwargs)
+
+
+def in_background(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(fn()), daemon=True)
+    worker.start()
+    return worker, results
+
+
+@pytest.fixture
+def reader(database_url: str) -> Iterator[PostgresTaskRepository]:
+    """The test's own connection, beside those of the executor it watches."""
+    provider = ConnectionProvider(lambda: database_url)
+    yield PostgresTaskRepository(provider)
+    provider.close()
+
+
+@pytest.mark.parametrize("caught_by", ["heartbeat", "finish"])
+def test_two_attempts_of_one_task_in_one_invocation_are_told_apart(
+    db: ConnectionProvider,
+    heartbeat_db: ConnectionProvider,
+    reader: PostgresTaskRepository,
+    caught_by: str,
+) -> None:
+    # given: run X#1 cannot renew its lease, so its attempt is closed (the sweeper) while its call goes on, and the
+    # same invocation claims X again as X#2 when its other run, Y, ends (review §4)
+    repo, leases, gated = Switchable(db), Switchable(heartbeat_db), Gated()
+    leases.leases_down.set()
+    x, y = submit(reader, {"prompt": "x"}), submit(reader, {"prompt": "y"})
+    worker, results = in_background(lambda: execute(engine(repo, gated, lease_s=1, heartbeat_s=0.05, leases=leases), 2))
+    try:
+        wait_until(lambda: {reader.get(T, t.id).locked_by for t in (x, y)} == {"inv-1"})
+        time.sleep(1.1)
+        assert [t.status for t in reader.abandon_expired([x.id], now=datetime.now(UTC))] == [TaskStatus.FAILED]
+        gated.open("y")
+        wait_until(lambda: reader.get(T, x.id).attempt_count == 2)
+        # when
+        if caught_by == "heartbeat":
+            # a beat gets through: it holds X#2's lease, not X#1's
+            leases.leases_down.clear()
+            wait_until(lambda: any((x.id, 2) in held for held in leases.renewed))
+            gated.open("x", 1)
+            gated.open("x", 2)
+        else:
+            # no beat gets through, and both of X's ends reach one finish (kept while the database was away)
+            repo.finishes_down.set()
+            gated.open("x", 1)
+            wait_until(lambda: any((x.id, 1) in runs for runs in repo.finished))
+            gated.open("x", 2)
+            wait_until(lambda: {(x.id, 1), (x.id, 2)} in repo.finished)
+            repo.finishes_down.clear()
+    finally:
+        gated.open_all()
+        worker.join(10)
+    # then: X#2 ended it; X#1, whose attempt was closed, wrote nothing and reports nothing
+    assert sorted((r.task.id == x.id, r.attempt_no) for r in results[0].runs) == [(False, 1), (True, 2)]
+    assert [(a["attempt_no"], a["status"]) for a in attempts(db, x.id)] == [(1, "abandoned"), (2, "succeeded")]
+    if caught_by == "heartbeat":
+        assert not any((x.id, 1) in runs for runs in repo.finished)  # dropped at the beat
+    else:
+        assert repo.finished[-1] == {(x.id, 1), (x.id, 2)}  # one finish had both
+
+
+def test_a_finish_that_waits_longer_than_a_lease_does_not_make_the_heartbeat_late(
+    db: ConnectionProvider, heartbeat_db: ConnectionProvider, database_url: str
+) -> None:
+    # given: run A waits for its model; run B's answer is back, but its finish waits for a row lock held elsewhere
+    # for longer than a lease (2 s)
+    repo, gated = PostgresTaskRepository(db), Gated()
+    a, b = submit(repo, {"prompt": "a"}), submit(repo, {"prompt": "b"})
+    run = engine(db, gated, lease_s=2, heartbeat_s=0.2, leases=PostgresTaskRepository(heartbeat_db))
+    worker, results = in_background(lambda: execute(run, 2))
+    try:
+        with connect(database_url) as reader, psycopg.connect(database_url) as blocker:
+
+            def task_row(task_id: UUID) -> dict[str, Any]:
+                return reader.execute("SELECT status, locked_until FROM tasks WHERE id = %s", (task_id,)).fetchone()
+
+            wait_until(lambda: task_row(b.id)["status"] == task_row(a.id)["status"] == "running")
+            blocker.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (b.id,))
+            # when: B's answer comes back and its finish waits 3 s on the lock
+            gated.open("b")
+            time.sleep(3)
+            # then: B is not finished yet, and A's lease was renewed all along (it would have run out 2 s in)
+            assert task_row(b.id)["status"] == "running"
+            assert task_row(a.id)["locked_until"] > datetime.now(UTC)
+            blocker.rollback()
+    finally:
+        gated.open_all()
+        worker.join(10)
+    assert {r.task.id: r.task.status for r in results[0].runs} == {
+        a.id: TaskStatus.SUCCEEDED,
+        b.id: TaskStatus.SUCCEEDED,
+    }
+    assert [x["status"] for x in attempts(db, a.id)] == ["succeeded"]
+
+
+def test_a_heartbeat_never_waits_for_a_row_another_statement_holds(db: ConnectionProvider, database_url: str) -> None:
+    # given: two runs of one invocation, one of whose rows another transaction holds (a finish, a cancel request)
+    repo = PostgresTaskRepository(db)
+    busy, free = submit(repo, {"prompt": "busy"}), submit(repo, {"prompt": "free"})
+    now = datetime.now(UTC)
+    repo.claim_due(limit=2, locked_by="inv", lease_until=now + timedelta(seconds=20), now=now)
+    later = now + timedelta(minutes=1)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (busy.id,))
+        # when
+        started = time.monotonic()
+        held = repo.extend_leases([(busy.id, 1), (free.id, 1)], locked_by="inv", lease_until=later)
+        took = time.monotonic() - started
+        other.rollback()
+    # then: at once (not after the lock's 5 s timeout), both still held, the free one renewed, the busy one next time
+    assert took < 1
+    assert {key: lease.cancel_requested for key, lease in held.items()} == {(busy.id, 1): False, (free.id, 1): False}
+    assert (repo.get(T, free.id).locked_until, repo.get(T, busy.id).locked_until) == (
+        later,
+        now + timedelta(seconds=20),
+    )
+
+
+def test_a_claimed_run_that_cannot_be_started_is_handed_back_at_once(db: ConnectionProvider) -> None:
+    # given: two due tasks, one of which cannot even become a model request (its params are no object)
+    repo = PostgresTaskRepository(db)
+    fine = submit(repo, {"prompt": "fine"})
+    broken = submit(repo, {"prompt": "broken", "params": 7})
+    # when: one invocation claims both (with a lease of ten minutes)
+    report = execute(engine(db, lease_s=600), 2)
+    # then: the other run went on; the broken one failed at once, to run again soon, not when its lease runs out
+    assert report.handed_back == []
+    ends = {r.task.id: (r.task.status, r.outcome.error_code, r.outcome.charge_held) for r in report.runs}
+    assert ends == {fine.id: (TaskStatus.SUCCEEDED, None, False), broken.id: (TaskStatus.FAILED, "unknown", False)}
+    stored = repo.get(T, broken.id)
+    assert stored.locked_by is None and stored.available_at < datetime.now(UTC) + timedelta(seconds=5)
+    [attempt] = attempts(db, broken.id)
+    assert (attempt["status"], attempt["error_code"]) == ("failed", "unknown")
 
 
 def test_a_run_whose_outcome_cannot_be_made_is_handed_back_without_losing_the_others(db: ConnectionProvider) -> None:
@@ -730,3 +954,34 @@ def test_an_answer_that_cannot_be_priced_is_charged_its_hold(db: ConnectionProvi
     submit(PostgresTaskRepository(db), {"prompt": "p"}, model="a-model-with-no-price")
     [run] = execute(engine(db)).runs
     assert (run.task.status, run.outcome.cost, run.outcome.charge_held) == (TaskStatus.SUCCEEDED, None, True)
+
+
+class TimedQueue(InMemoryWorkQueue):
+    """SQS, recording when each wake-up was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_at: list[tuple[UUID | None, float]] = []
+
+    def send(self, wake: WakeUp, *, delay_s: int = 0) -> None:
+        super().send(wake, delay_s=delay_s)
+        self.sent_at.append((wake.task_id, time.monotonic()))
+
+
+def test_a_slot_freed_after_the_last_possible_claim_is_handed_over_when_it_frees(db: ConnectionProvider) -> None:
+    # given: tenant A capped at one run with two tasks, tenant B with a slow one; past its first claim the invocation
+    # has too little time left to start another call (review §8a)
+    repo, wakeups = PostgresTaskRepository(db), TimedQueue()
+    PostgresLimitsRepository(db).set_max_concurrency(T, 1, now=datetime.now(UTC))
+    submit(repo, {"prompt": "a1", "params": {"fake": {"latencyMs": 100}}})
+    a2 = submit(repo, {"prompt": "a2"})
+    submit(repo, {"prompt": "b", "params": {"fake": {"latencyMs": 2_000}}}, tenant="tenant-b")
+    left = itertools.chain([300.0], itertools.repeat(5.0))
+    # when
+    started = time.monotonic()
+    report = engine(db, queue_=wakeups)(deliveries(2), invocation_id="inv", remaining_s=lambda: next(left))
+    # then: A's next task was woken when A's run ended, not when the invocation's last run (B's) did
+    assert len(report.runs) == 2
+    [(woken, at)] = wakeups.sent_at
+    assert woken == a2.id
+    assert at - started < 1.5

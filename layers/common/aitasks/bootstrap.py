@@ -440,6 +440,26 @@ def idempotently(
     )
 
 
+@functools.cache
+def heartbeat_connection() -> ConnectionProvider:
+    """The executor heartbeat's own connection, opened by its first beat (an invocation shorter than a heartbeat
+    opens none): a beat never waits behind the invocation's claim or finish on `connection()`, and a psycopg
+    connection serves one thread at a time."""
+    from aitasks.adapters.postgres import ConnectionProvider
+
+    return ConnectionProvider(
+        database_url, application_name="aitasks-heartbeat", prepare=get_settings().database_prepared_statements
+    )
+
+
+@functools.cache
+def lease_repository() -> TaskRepository:
+    """The tasks, for the executor's heartbeat only (its leases), on the heartbeat's connection."""
+    from aitasks.adapters.postgres import PostgresTaskRepository
+
+    return PostgresTaskRepository(heartbeat_connection())
+
+
 def execute() -> Execute:
     from aitasks.application.executor import Execute
     from aitasks.domain.retry import RetryPolicy
@@ -457,6 +477,7 @@ def execute() -> Execute:
         ai_timeout_s=settings.ai_timeout_seconds,
         margin_s=settings.executor_margin_seconds,
         max_parallel=settings.executor_max_parallel,
+        leases=lease_repository(),
         max_pause_s=settings.ai_max_pause_seconds,
         account_pause_s=settings.ai_account_pause_seconds,
     )

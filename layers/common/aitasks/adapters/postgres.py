@@ -450,7 +450,7 @@ class PostgresTaskRepository(_Repository):
 
     def extend_leases(
         self, runs: Sequence[tuple[UUID, int]], *, locked_by: str, lease_until: datetime
-    ) -> dict[UUID, Lease]:
+    ) -> dict[tuple[UUID, int], Lease]:
         params = {
             "ids": [task_id for task_id, _ in runs],
             "attempt_nos": [attempt_no for _, attempt_no in runs],
@@ -458,7 +458,10 @@ class PostgresTaskRepository(_Repository):
             "lease_until": lease_until,
         }
         rows = self._fetchall("extend_leases", params)
-        return {row["id"]: Lease(cancel_requested=row["cancel_requested_at"] is not None) for row in rows}
+        return {
+            (row["id"], row["attempt_count"]): Lease(cancel_requested=row["cancel_requested_at"] is not None)
+            for row in rows
+        }
 
     def wake_freed(self, freed: Mapping[TenantId, int], *, now: datetime) -> list[Task]:
         tenants = sorted(freed)

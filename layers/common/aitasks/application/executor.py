@@ -3,11 +3,14 @@ run's lease with one heartbeat, end the runs in batches, and claim again as slot
 
 Wake-ups only say that there is work; which tasks run is decided by the claim statement in Postgres (fair share
 across tenants, priority, age, each tenant's cap). Every run ends in a fenced statement: succeeded, failed (retry
-later), dead_letter or cancelled; a run whose lease was taken over changes nothing.
+later), dead_letter or cancelled; a run whose lease was taken over changes nothing. A run is one attempt of a task,
+known by (task id, attempt number) everywhere here: one task can have two attempts in one invocation (the first lost
+its lease while its call went on, and the task came back here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,16 +31,19 @@ from aitasks.domain.task import TaskStatus
 from aitasks.domain.task_types import REGISTRY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from contextlib import AbstractContextManager
     from datetime import datetime
     from decimal import Decimal
     from uuid import UUID
 
     from aitasks.application.ai import AiProvider, ErrorClass, PriceTable, Usage
     from aitasks.application.dispatch import Dispatcher
-    from aitasks.application.ports import Delivery, TaskRepository, WorkQueue
+    from aitasks.application.ports import Delivery, Lease, TaskRepository, WorkQueue
     from aitasks.domain.retry import RetryPolicy
     from aitasks.domain.task import Task, TenantId
+
+    RunKey = tuple[UUID, int]  # (task id, attempt number)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +59,9 @@ BEAT_RETRY_S = 2.0
 FINISH_GIVE_UP_S = 2.0
 
 # What a tenant reads on an attempt the executor itself failed (never an exception's text).
+NOT_STARTED = "the executor could not start the model call"
 NO_OUTCOME = "the executor could not record the model's answer"
+BATCH_FAILED = "the executor failed while the model was working"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,8 +124,29 @@ class _Run:
     stopped: str | None = None  # why the run stopped waiting for its call: cancel, timeout
 
     @property
-    def key(self) -> tuple[UUID, int]:
+    def key(self) -> RunKey:
         return self.task.id, self.task.attempt_count
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Done:
+    """A run that ended, and how: what its finish writes (or, while the database is away, keeps to write again)."""
+
+    task: Task
+    queue_delay_ms: int
+    outcome: RunOutcome
+
+    @property
+    def key(self) -> RunKey:
+        return self.task.id, self.task.attempt_count
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Beat:
+    """What one heartbeat found: of the runs whose leases it renewed (`keys`), those this invocation still holds."""
+
+    keys: tuple[RunKey, ...]
+    held: Mapping[RunKey, Lease]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,7 +156,12 @@ class Execute:
     one statement) it claims again for the free slots - as long as a new call could still finish before the
     invocation's deadline (`remaining_s() - margin_s >= ai_timeout_s`). Nothing that cannot finish is started:
     with too little time left it claims nothing and hands its wake-ups back (visible again soon, no attempt
-    counted). Runs that end after the last possible claim wake others for the work their slots free.
+    counted). Runs that end after the last possible claim wake others, at once, for the work their slots free.
+
+    The heartbeat renews the runs' leases on a thread and a connection of its own (`leases`), so a claim or a finish
+    that waits (on the claim gate, a lock, a slow database) never makes a lease run out. A run the executor itself
+    fails (its call cannot be started, its outcome not made) is handed back at once - failed, to run again - rather
+    than left running until its lease runs out.
 
     Duplicate, late and stray wake-ups are harmless: a wake-up that finds nothing due costs one statement."""
 
@@ -143,6 +177,10 @@ class Execute:
     margin_s: float = 10.0
     max_parallel: int = 10
     clock: Callable[[], datetime] = utc_now
+    # The heartbeat's repository, on a connection of its own (bootstrap.lease_repository). None: `tasks`, whose
+    # connection the heartbeat then takes turns on (a psycopg connection serves one thread at a time), so a beat may
+    # wait behind a claim or a finish - for tests that need no more.
+    leases: TaskRepository | None = None
     max_pause_s: float = 300.0  # AI_MAX_PAUSE_SECONDS: the longest a 429's Retry-After pauses its model
     account_pause_s: float = 300.0  # AI_ACCOUNT_PAUSE_SECONDS: a quota or auth error's pause, and its retry
 
@@ -318,9 +356,104 @@ class Execute:
         return None
 
 
+class _Heartbeat:
+    """The leases of one batch's runs, renewed by the process's heartbeat thread (`_HEARTBEATS`) through the engine's
+    `leases`, never on the batch's thread: that one may be waiting on a claim or a finish for longer than a lease.
+    It reads only the runs' keys (a tuple the batch's thread replaces whole) and hands what each beat found to the
+    batch's thread through its inbox: that thread alone changes the runs."""
+
+    def __init__(
+        self,
+        engine: Execute,
+        invocation_id: str,
+        inbox: queue.SimpleQueue[_Run | _Beat],
+        turns: AbstractContextManager[object],
+    ) -> None:
+        self.every_s = engine.heartbeat_s
+        self._engine = engine
+        self._invocation_id = invocation_id
+        self._inbox = inbox
+        self._turns = turns
+        self._keys: tuple[RunKey, ...] = ()
+
+    def renew(self, keys: Iterable[RunKey]) -> None:
+        """The runs whose leases the next beats renew."""
+        self._keys = tuple(keys)
+
+    def beat(self) -> bool:
+        """One statement for every run; False when it failed. When the database cannot be reached, the runs go on
+        even past their leases: a lease that ran out is only lost once the sweeper closes the attempt, and every
+        write of a run is fenced by it (the task, this invocation, this attempt), so a run that lost its task
+        writes nothing - two runs never both succeed. The next beat that gets through renews what is still held."""
+        keys = self._keys
+        if not keys:
+            return True
+        engine = self._engine
+        try:
+            with self._turns:
+                held = (engine.leases or engine.tasks).extend_leases(
+                    keys, locked_by=self._invocation_id, lease_until=engine.lease_end(engine.clock())
+                )
+        except Exception:
+            logger.warning("could not renew the leases; trying again soon", exc_info=True)
+            return False
+        self._inbox.put(_Beat(keys, held))
+        return True
+
+
+class _HeartbeatThread:
+    """One daemon thread beats for every batch of the process, each every `every_s` after its start (after a
+    database error, again in BEAT_RETRY_S). Started by the first batch and kept: a thread per invocation cost more
+    than a fast batch's own work, and a Lambda environment runs one invocation at a time anyway. One thread also
+    means one beat at a time, so the heartbeat's connection never serves two - not even a beat whose statement
+    outlived its invocation (the environment was frozen mid-statement) and the next invocation's."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next: dict[_Heartbeat, float] = {}  # each batch's heartbeat, and when it beats next (monotonic)
+        self._thread: threading.Thread | None = None
+
+    def add(self, heartbeat: _Heartbeat) -> None:
+        with self._cond:
+            self._next[heartbeat] = time.monotonic() + heartbeat.every_s
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="heartbeat", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, heartbeat: _Heartbeat) -> None:
+        """No beat of this batch starts after this (one under way ends on its own: it is not waited for)."""
+        with self._cond:
+            self._next.pop(heartbeat, None)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [heartbeat for heartbeat, at in self._next.items() if at <= now]
+                if not due:
+                    first = min(self._next.values(), default=None)
+                    self._cond.wait(None if first is None else first - now)
+                    continue
+            for heartbeat in due:
+                try:
+                    renewed = heartbeat.beat()
+                except Exception:  # the one thread must outlive a bug of one beat
+                    logger.exception("a heartbeat failed")
+                    renewed = False
+                with self._cond:
+                    if heartbeat in self._next:
+                        every = heartbeat.every_s
+                        self._next[heartbeat] = time.monotonic() + (every if renewed else min(every, BEAT_RETRY_S))
+
+
+_HEARTBEATS = _HeartbeatThread()
+
+
 class _Batch:
-    """The runs of one invocation, driven from the invocation's own thread: the model calls run on threads of
-    their own and report back through `ended`; everything that talks to the database happens here, batched."""
+    """The runs of one invocation, driven from the invocation's own thread: the model calls run on threads of their
+    own and the heartbeat on another, and all report back through `inbox`; the claims and finishes happen here,
+    batched."""
 
     def __init__(
         self, engine: Execute, prices: PriceTable, invocation_id: str, slots: int, remaining_s: Callable[[], float]
@@ -330,13 +463,16 @@ class _Batch:
         self.invocation_id = invocation_id
         self.slots = slots
         self.remaining_s = remaining_s
-        self.inflight: dict[tuple[UUID, int], _Run] = {}
-        self.ended: queue.SimpleQueue[_Run] = queue.SimpleQueue()
-        self.unfinished: list[tuple[_Run, RunOutcome]] = []  # ended, but their finish could not be written yet
+        self.inflight: dict[RunKey, _Run] = {}
+        self.inbox: queue.SimpleQueue[_Run | _Beat] = queue.SimpleQueue()  # calls that returned, heartbeats' findings
+        self.unfinished: list[_Done] = []  # ended, but their finish could not be written yet
         self.reports: list[RunReport] = []
         self.claimed = 0
         self.may_find_work = True  # a claim filled every slot it asked for, or runs ended since the last one
-        self.freed_late: Counter[TenantId] = Counter()  # slots freed, by tenant, when no new call could start
+        # Statements through `tasks`, when the heartbeat has no connection of its own, take turns with its beats.
+        self.turns: AbstractContextManager[object] = (
+            threading.Lock() if engine.leases is None else contextlib.nullcontext()
+        )
 
     def claim(self) -> None:
         """Claim work for the free slots (one statement), and start the claimed tasks' model calls."""
@@ -346,12 +482,18 @@ class _Batch:
         engine = self.engine
         now = engine.clock()
         lease_until = engine.lease_end(now)
-        answered = engine.tasks.claim_due(limit=free, locked_by=self.invocation_id, lease_until=lease_until, now=now)
+        with self.turns:
+            answered = engine.tasks.claim_due(
+                limit=free, locked_by=self.invocation_id, lease_until=lease_until, now=now
+            )
         tasks = [t for t in answered if t.status is TaskStatus.RUNNING and t.locked_by == self.invocation_id]
         self.claimed += len(tasks)
         self.may_find_work = len(tasks) == free
-        for task in tasks:
-            self._start(task, now)
+        # Claimed: from here a run that cannot be started is handed back at once, never left to its lease.
+        not_started = [task for task in tasks if not self._start(task, now)]
+        if not_started:
+            outcomes = [engine.handed_back(task, NOT_STARTED, charge_held=False) for task in not_started]
+            self._record([_Done(t, _queue_delay_ms(t, now), o) for t, o in zip(not_started, outcomes, strict=True)])
         self._wake_deferred([t for t in answered if t.status is not TaskStatus.RUNNING], now)
 
     def _wake_deferred(self, deferred: list[Task], now: datetime) -> None:
@@ -363,118 +505,138 @@ class _Batch:
         first = min(limited, key=lambda t: t.deferred_until or now)
         self.engine.dispatch.wake(WakeUp(tenant_id=first.tenant_id, task_id=first.id, at=first.deferred_until), now=now)
 
-    def _start(self, task: Task, now: datetime) -> None:
-        request = AiRequest.from_payload(
-            task.type, task.payload, attempt_no=task.attempt_count, model=task.model, max_tokens=task.max_output_tokens
-        )
-        delay_ms = max(0, round((now - task.available_at).total_seconds() * 1000))
-        run = _Run(task, request, delay_ms, time.perf_counter())
-        self.inflight[run.key] = run
-        provider, timeout_s = self.engine.provider, self.engine.ai_timeout_s
+    def _start(self, task: Task, now: datetime) -> bool:
+        """Start the task's model call on a thread of its own; False (logged) when it could not be started."""
+        try:
+            request = AiRequest.from_payload(
+                task.type,
+                task.payload,
+                attempt_no=task.attempt_count,
+                model=task.model,
+                max_tokens=task.max_output_tokens,
+            )
+            run = _Run(task, request, _queue_delay_ms(task, now), time.perf_counter())
+            self.inflight[run.key] = run
+            _CALLS.run(self._call(run))
+        except Exception:
+            logger.exception("a claimed run could not be started: it is handed back", extra={"task_id": str(task.id)})
+            self.inflight.pop((task.id, task.attempt_count), None)
+            return False
+        return True
+
+    def _call(self, run: _Run) -> Callable[[], None]:
+        provider, timeout_s, inbox = self.engine.provider, self.engine.ai_timeout_s, self.inbox
 
         def call() -> None:
             try:
                 # An extract's answer is checked here too: under the run's deadline, off the batch's thread.
-                run.answer = _usable(task, provider.complete(request, timeout_s=timeout_s))
+                run.answer = _usable(run.task, provider.complete(run.request, timeout_s=timeout_s))
             except AiError as exc:
                 run.answer = exc
             except Exception as exc:  # a provider bug must not hang the run: record it as an unknown error
                 logger.exception("the provider raised something other than AiError")
                 run.answer = AiError("unknown", f"{type(exc).__name__}: {exc}")
-            self.ended.put(run)
+            inbox.put(run)
 
-        _CALLS.run(call)
+        return call
 
     def run(self) -> BatchReport:
-        engine = self.engine
-        next_beat = time.perf_counter() + engine.heartbeat_s
+        if self.inflight or self.unfinished:
+            heartbeat = _Heartbeat(self.engine, self.invocation_id, self.inbox, self.turns)
+            _HEARTBEATS.add(heartbeat)
+            try:
+                self._until_every_run_ended(heartbeat)
+            except Exception:
+                # A bug of ours mid-batch: its runs are handed back rather than left to their leases.
+                logger.exception("the batch failed: its runs are handed back")
+                runs, self.inflight = list(self.inflight.values()), {}
+                outcomes = [self.engine.handed_back(r.task, BATCH_FAILED, charge_held=True) for r in runs]
+                self._record([_Done(r.task, r.queue_delay_ms, o) for r, o in zip(runs, outcomes, strict=True)])
+            finally:
+                _HEARTBEATS.remove(heartbeat)
+        return BatchReport(self.reports, self.claimed)
+
+    def _until_every_run_ended(self, heartbeat: _Heartbeat) -> None:
         while self.inflight or self.unfinished:
-            wake_at = min([next_beat, *(self._deadline(run) for run in self.inflight.values())])
-            if self.unfinished:
-                wake_at = min(wake_at, time.perf_counter() + FINISH_RETRY_S)
-            ended = self._wait(wake_at - time.perf_counter())
+            # Every run still to be written keeps its lease, those being finished too (a beat never waits for a row
+            # a finish holds: extend_leases skips it, and the next beat renews it).
+            heartbeat.renew([*self.inflight, *(done.key for done in self.unfinished)])
             now = time.perf_counter()
-            if now >= next_beat:
-                beaten, renewed = self._beat()
-                ended += beaten
-                again = engine.heartbeat_s if renewed else min(engine.heartbeat_s, BEAT_RETRY_S)
-                next_beat = time.perf_counter() + again
+            retry = [now + FINISH_RETRY_S] if self.unfinished else []
+            ended = self._wait(min([*(self._deadline(run) for run in self.inflight.values()), *retry]) - now)
+            now = time.perf_counter()
             for run in self.inflight.values():
                 if now >= self._deadline(run) and run.answer is None and run.stopped is None:
                     run.stopped = "timeout"
-                    ended.append(run)
+                    ended[run.key] = run
             if ended or self.unfinished:
-                self._finish(ended)
-                self._refill(ended)
-        if self.freed_late:
-            self._wake_next()
-        return BatchReport(self.reports, self.claimed)
+                self._refill(self._finish(list(ended.values())))
 
     def _deadline(self, run: _Run) -> float:
         """When the run stops waiting for its call: the provider's own timeout should have ended it before."""
         return run.started + self.engine.ai_timeout_s + self.engine.call_grace_s
 
-    def _wait(self, timeout_s: float) -> list[_Run]:
-        """The runs whose calls returned: the first within `timeout_s`, then every other one already back."""
-        ended: list[_Run] = []
+    def _wait(self, timeout_s: float) -> dict[RunKey, _Run]:
+        """The runs that ended: those whose calls returned (the first within `timeout_s`, then every other one
+        already back) and those a heartbeat found cancelled."""
+        items: list[_Run | _Beat] = []
         try:
-            ended.append(self.ended.get(timeout=max(0.0, timeout_s)))
+            items.append(self.inbox.get(timeout=max(0.0, timeout_s)))
             while True:
-                ended.append(self.ended.get_nowait())
+                items.append(self.inbox.get_nowait())
         except queue.Empty:
             pass
-        # A call given up earlier (cancel, timeout, lost lease) may still come back: it is no longer in flight.
-        return [run for run in ended if self.inflight.get(run.key) is run]
+        ended: dict[RunKey, _Run] = {}
+        for item in items:
+            if isinstance(item, _Beat):
+                ended.update((run.key, run) for run in self._judge(item))
+            elif self.inflight.get(item.key) is item:
+                # (a call given up earlier - cancel, timeout, lost lease - may still come back: it is not in flight)
+                ended[item.key] = item
+        return ended
 
-    def _beat(self) -> tuple[list[_Run], bool]:
-        """The heartbeat: renew every run's lease in one statement, and stop waiting for the calls of runs whose
-        cancel was requested (they end cancelled) or whose lease is gone (another run has the task: dropped). Also
-        says whether the leases could be renewed.
-
-        When the database cannot be reached, the runs go on even past their leases: a lease that ran out is only
-        lost once the sweeper closes the attempt, and every write of a run is fenced by it (the task, this
-        invocation, this attempt), so a run that lost its task writes nothing - two runs never both succeed. The
-        next beat that gets through renews what is still held."""
-        engine = self.engine
-        waiting = [run for run in self.inflight.values() if run.answer is None and run.stopped is None]
-        unfinished = [run for run, _ in self.unfinished]
-        if not waiting and not unfinished:
-            return [], True
-        until = engine.lease_end(engine.clock())
-        try:
-            leases = engine.tasks.extend_leases(
-                [run.key for run in waiting + unfinished], locked_by=self.invocation_id, lease_until=until
-            )
-        except Exception:
-            logger.warning("could not renew the leases; trying again soon", exc_info=True)
-            return [], False
-        stopped: list[_Run] = []
-        for run in waiting:
-            lease = leases.get(run.task.id)
+    def _judge(self, beat: _Beat) -> list[_Run]:
+        """What a heartbeat found, applied to the runs still waiting for their calls: one whose cancel was requested
+        stops waiting (it ends cancelled); one whose lease is gone (the sweeper closed its attempt; the task may be
+        running again, even here as another attempt) is dropped without a write. The runs it returns are cancelled."""
+        cancelled: list[_Run] = []
+        for key in beat.keys:
+            run = self.inflight.get(key)
+            if run is None or run.answer is not None or run.stopped is not None:
+                continue  # ended since: its finish is fenced
+            lease = beat.held.get(key)
             if lease is None:
-                logger.warning("lease lost while the model was working", extra={"task_id": str(run.task.id)})
-                del self.inflight[run.key]
-                continue
-            if lease.cancel_requested:
+                logger.warning(
+                    "lease lost while the model was working", extra={"task_id": str(key[0]), "attempt": key[1]}
+                )
+                del self.inflight[key]
+            elif lease.cancel_requested:
                 run.stopped = "cancel"
-                stopped.append(run)
-        return stopped, True
+                cancelled.append(run)
+        return cancelled
 
-    def _finish(self, ended: list[_Run]) -> None:
-        """End these runs (and any whose end could not be written before) in one statement; a failed one is woken
-        again at its retry time. If the statement fails, the outcomes are kept and written again while the runs'
-        leases last (the heartbeat renews them); a row the database refuses is written alone, so it cannot take
-        the others down with it."""
-        engine = self.engine
+    def _finish(self, ended: list[_Run]) -> Counter[TenantId]:
+        """End these runs (and any whose end could not be written before) in one statement; the slots it freed, by
+        tenant."""
         now_p = time.perf_counter()
+        done: list[_Done] = []
         for run in ended:
             del self.inflight[run.key]
-        pending = self.unfinished + [
-            (run, engine.outcome(run, round((now_p - run.started) * 1000), self.prices)) for run in ended
-        ]
-        self.unfinished = []
+            outcome = self.engine.outcome(run, round((now_p - run.started) * 1000), self.prices)
+            done.append(_Done(run.task, run.queue_delay_ms, outcome))
+        freed = self._record(done)
+        self.may_find_work = True  # the slots they freed may admit work their tenants' caps held back
+        return freed
+
+    def _record(self, done: list[_Done]) -> Counter[TenantId]:
+        """Write these ends (and any kept from before); a failed task is woken again at its retry time. If the
+        statement fails, the ends are kept and written again while the runs' leases last (the heartbeat renews
+        them); a row the database refuses is written alone, so it cannot take the others down with it. The slots
+        written ends freed, by tenant."""
+        pending, self.unfinished = self.unfinished + done, []
+        freed: Counter[TenantId] = Counter()
         try:
-            self._write(pending)
+            freed += self._write(pending)
         except DependencyUnavailableError:
             logger.warning("could not record the runs' outcomes; trying again", exc_info=True)
             self._keep(pending)
@@ -482,31 +644,37 @@ class _Batch:
             logger.exception("the runs' outcomes were refused together; writing them one by one")
             for one in pending:
                 try:
-                    self._write([one])
+                    freed += self._write([one])
                 except DependencyUnavailableError:
                     self._keep([one])
                 except Exception:
                     # Its lease runs out; the sweeper then closes the attempt and the task runs again.
-                    logger.exception("a run's outcome was refused", extra={"task_id": str(one[0].task.id)})
-        self.may_find_work = True  # the slots they freed may admit work their tenants' caps held back
+                    logger.exception("a run's outcome was refused", extra={"task_id": str(one.task.id)})
+        return freed
 
-    def _write(self, pending: list[tuple[_Run, RunOutcome]]) -> None:
+    def _write(self, pending: list[_Done]) -> Counter[TenantId]:
         engine = self.engine
-        finished_runs = [FinishedRun(run.task.id, run.task.attempt_count, outcome) for run, outcome in pending]
-        finished = engine.tasks.finish_runs(finished_runs, locked_by=self.invocation_id, now=engine.clock())
-        by_id = {task.id: task for task in finished}
-        for run, outcome in pending:
-            task = by_id.get(run.task.id)
+        runs = [FinishedRun(done.task.id, done.task.attempt_count, done.outcome) for done in pending]
+        with self.turns:
+            finished = engine.tasks.finish_runs(runs, locked_by=self.invocation_id, now=engine.clock())
+        # By (task, attempt): of two attempts of one task in this finish, only the one that still held it was written.
+        by_key = {(task.id, task.attempt_count): task for task in finished}
+        freed: Counter[TenantId] = Counter()
+        for done in pending:
+            task = by_key.get(done.key)
             if task is None:
                 logger.warning(
-                    "lease lost before the run ended: its outcome was discarded", extra={"task_id": str(run.task.id)}
+                    "lease lost before the run ended: its outcome was discarded",
+                    extra={"task_id": str(done.task.id), "attempt": done.task.attempt_count},
                 )
                 continue
+            freed[task.tenant_id] += 1
             if task.status is TaskStatus.FAILED:
                 engine.dispatch(task, now=engine.clock())
-            self.reports.append(RunReport(task, run.task.attempt_count, outcome, run.queue_delay_ms))
+            self.reports.append(RunReport(task, done.task.attempt_count, done.outcome, done.queue_delay_ms))
+        return freed
 
-    def _keep(self, pending: list[tuple[_Run, RunOutcome]]) -> None:
+    def _keep(self, pending: list[_Done]) -> None:
         """Keep outcomes to write again while the invocation has time (the write is fenced: if another run took
         the task over meanwhile, it writes nothing). Past that, the runs' leases run out and the sweeper closes
         their attempts: the tasks run again."""
@@ -515,9 +683,9 @@ class _Batch:
         else:
             logger.error("the invocation ends with outcomes it could not record", extra={"runs": len(pending)})
 
-    def _refill(self, ended: list[_Run]) -> None:
-        """Claim for the slots that runs freed, while a new call could still finish in time; past that, note whose
-        slots they were."""
+    def _refill(self, freed: Counter[TenantId]) -> None:
+        """Claim for the slots that runs freed, while a new call could still finish in time; past that, wake other
+        executors for the work those slots admit - now, not when this invocation's last run ends."""
         if self.engine.can_start_a_call(self.remaining_s()):
             try:
                 self.claim()
@@ -525,17 +693,25 @@ class _Batch:
                 logger.warning("could not claim more work", exc_info=True)
                 self.may_find_work = False
             return
-        self.freed_late.update(run.task.tenant_id for run in ended)
+        if freed:
+            self._wake_next(freed)
 
-    def _wake_next(self) -> None:
-        """Runs ended when no new call could be started here: wake other executors for the work they freed."""
+    def _wake_next(self, freed: Mapping[TenantId, int]) -> None:
+        """Wake other executors for the work the slots freed here admit: for each tenant, as many of its next tasks
+        as it freed slots (and its cap admits)."""
         engine = self.engine
         now = engine.clock()
         try:
-            for task in engine.tasks.wake_freed(self.freed_late, now=now):
+            with self.turns:
+                woken = engine.tasks.wake_freed(freed, now=now)
+            for task in woken:
                 engine.dispatch(task, now=now)
         except Exception:
             logger.warning("could not wake the work the freed slots admit; the sweeper will", exc_info=True)
+
+
+def _queue_delay_ms(task: Task, now: datetime) -> int:
+    return max(0, round((now - task.available_at).total_seconds() * 1000))
 
 
 def _artifact_kind(task: Task) -> str:

@@ -95,9 +95,11 @@ class TaskRepository(Protocol):
 
     def extend_leases(
         self, runs: Sequence[tuple[UUID, int]], *, locked_by: str, lease_until: datetime
-    ) -> dict[UUID, Lease]:
-        """Renew the leases of these (task id, attempt) runs that `locked_by` still holds; a run missing from the
-        answer lost its lease (taken over or finished)."""
+    ) -> dict[tuple[UUID, int], Lease]:
+        """Renew the leases of these (task id, attempt) runs that `locked_by` still holds, keyed by (task id,
+        attempt); a run missing from the answer lost its lease (taken over or finished). It never waits for a lock:
+        a run whose row another statement holds (its finish, a cancel request) is answered held but renewed by the
+        next call only."""
         ...
 
     def wake_freed(self, freed: Mapping[TenantId, int], *, now: datetime) -> list[Task]:
@@ -429,6 +431,8 @@ class WorkQueue(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Lease:
+    """A run's lease, still held: whether a cancel of its task was requested."""
+
     cancel_requested: bool
 
 

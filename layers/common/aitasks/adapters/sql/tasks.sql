@@ -64,12 +64,25 @@ SELECT (c.task).*, c.wake_at, c.wake_slots FROM claim_tasks(%(locked_by)s, %(lea
 SELECT * FROM finish_runs(%(runs)s::jsonb, %(locked_by)s, %(now)s);
 
 -- name: extend_leases
--- A heartbeat for every run of an invocation: renew the leases it still holds; says which have a cancel request.
-UPDATE tasks SET locked_until = %(lease_until)s
-FROM unnest(%(ids)s::uuid[], %(attempt_nos)s::smallint[]) AS run (id, attempt_no)
-WHERE tasks.id = run.id AND tasks.status = 'running' AND tasks.locked_by = %(locked_by)s
-  AND tasks.attempt_count = run.attempt_no
-RETURNING tasks.id, tasks.cancel_requested_at;
+-- A heartbeat for every run (id, attempt) of an invocation: renew the leases it still holds; says which it holds and
+-- which have a cancel request. It never waits for a lock: it runs on its own connection beside the invocation's
+-- claims and finishes, and a row another statement holds (this invocation's finish of that run, a cancel request)
+-- is skipped - answered held, renewed by the next beat - so that one busy row cannot hold up every run's lease.
+WITH held AS (
+    SELECT tasks.id, tasks.attempt_count, tasks.cancel_requested_at
+    FROM tasks JOIN unnest(%(ids)s::uuid[], %(attempt_nos)s::smallint[]) AS run (id, attempt_no)
+        ON tasks.id = run.id AND tasks.attempt_count = run.attempt_no
+    WHERE tasks.status = 'running' AND tasks.locked_by = %(locked_by)s
+), free AS (
+    SELECT tasks.id FROM tasks JOIN held ON held.id = tasks.id FOR UPDATE OF tasks SKIP LOCKED
+), renewed AS (
+    UPDATE tasks SET locked_until = %(lease_until)s
+    FROM free JOIN held ON held.id = free.id
+    -- checked again on the row as it is now: a run finished or closed since the statement's snapshot is left alone
+    WHERE tasks.id = free.id AND tasks.status = 'running' AND tasks.locked_by = %(locked_by)s
+      AND tasks.attempt_count = held.attempt_count
+)
+SELECT id, attempt_count, cancel_requested_at FROM held;
 
 -- name: abandon_expired_run
 -- Runs whose lease expired died: abandon_expired_runs() (migrations/0011_scarcity.sql) closes their attempts and
