@@ -1,4 +1,5 @@
-"""Every minute: free expired leases, re-send lost wake-ups, prune when retention is on."""
+"""Every minute: free expired leases (and again every few seconds of the minute), re-send lost wake-ups, prune when
+retention is on."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ metrics = Metrics()
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = bootstrap.sweep()()
+    report = bootstrap.sweep()(remaining_s=lambda: context.get_remaining_time_in_millis() / 1000)
     metrics.add_metric(name="LeasesFreed", unit=MetricUnit.Count, value=report.leases_freed)
     metrics.add_metric(name="WakeUpsResent", unit=MetricUnit.Count, value=report.redispatched)
     bootstrap.publish_events_soon()

@@ -32,7 +32,7 @@ def slow(ms: int, prompt: str = "chaos") -> dict[str, Any]:
 
 
 # The stated recoveries (docs/operations.md, "Failure modes").
-KILLED_RUN_AGAIN_S = 90  # lease 20 s, then the sweeper's next minute, then a cold executor
+KILLED_RUN_AGAIN_S = 40  # lease 20 s, then the sweeper's next look (every 10 s), then a cold executor
 PAUSE_S = 20
 PURGE_RECOVERED_S = 240  # the sweeper's grace (120 s) after the wake-up, its next minute, the run
 

@@ -37,6 +37,7 @@ from aitasks.adapters.postgres import (
 from aitasks.application.ai import ERROR_CLASSES, AiError, AiResult, Usage
 from aitasks.application.dispatch import Dispatcher
 from aitasks.application.executor import DATABASE_DOWN_DELAY_S, HAND_BACK_DELAY_S, Execute, RescueWakeUp
+from aitasks.application.maintenance import Sweep
 from aitasks.application.ports import Delivery, WakeUp
 from aitasks.domain.errors import DependencyUnavailableError
 from aitasks.domain.retry import RetryPolicy
@@ -985,3 +986,89 @@ def test_a_slot_freed_after_the_last_possible_claim_is_handed_over_when_it_frees
     [(woken, at)] = wakeups.sent_at
     assert woken == a2.id
     assert at - started < 1.5
+
+
+class FakeTime:
+    """The sweeper's clocks, moved by its own sleep."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+        self.mono = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.mono += seconds
+        self.now += timedelta(seconds=seconds)
+
+
+class Watched(PostgresTaskRepository):
+    """Records when (on the sweeper's clock) runs were closed, and how often lost wake-ups were looked for."""
+
+    def __init__(self, db: ConnectionProvider, time_: FakeTime) -> None:
+        super().__init__(db)
+        self.time = time_
+        self.closed_at: list[tuple[UUID, float]] = []
+        self.redispatches = 0
+
+    def abandon_expired(self, *args: Any, **kwargs: Any) -> Any:
+        closed = super().abandon_expired(*args, **kwargs)
+        self.closed_at += [(task.id, self.time.mono) for task in closed]
+        return closed
+
+    def redispatch_due(self, *args: Any, **kwargs: Any) -> Any:
+        self.redispatches += 1
+        return super().redispatch_due(*args, **kwargs)
+
+
+def test_a_killed_executors_work_runs_again_within_40_s(db: ConnectionProvider) -> None:
+    # given: an executor killed mid-call just after a beat: its run's 20 s lease ends 20 s into the sweeper's minute
+    fake = FakeTime()
+    repo, queue_ = Watched(db, fake), InMemoryWorkQueue()
+    task = submit(repo, {"prompt": "p"}, now=fake.now)
+    repo.claim_due(limit=1, locked_by="killed", lease_until=fake.now + timedelta(seconds=20), now=fake.now)
+    sweep = Sweep(
+        repo,
+        Dispatcher(queue_),
+        clock=fake.clock,
+        watch_s=50,
+        lease_every_s=10,
+        sleep=fake.sleep,
+        monotonic=fake.monotonic,
+    )
+    # when: the sweeper's invocation (90 s timeout) watches the leases
+    report = sweep(remaining_s=lambda: 90 - fake.mono)
+    # then: the run was closed 10 s after its lease ended at most, its task woken at once; and the run again
+    assert report.leases_freed == 1
+    [(closed, at)] = repo.closed_at
+    assert closed == task.id and 20 < at <= 30
+    assert [m.task_id for m in queue_.sent] == [task.id]
+    # the leases were looked at every 10 s for 50 s, and ended before the next minute's sweep; the rest ran once
+    assert fake.slept == [10.0] * 5
+    assert repo.redispatches == 1
+    fake.now += timedelta(seconds=1)  # the wake-up's delivery and a claim
+    [again] = execute(engine(db, clock=fake.clock)).runs
+    assert (again.task.id, again.attempt_no, again.task.status) == (task.id, 2, TaskStatus.SUCCEEDED)
+
+
+def test_the_sweeper_watches_only_while_its_invocation_has_time_for_a_pass(db: ConnectionProvider) -> None:
+    fake = FakeTime()
+    sweep = Sweep(
+        Watched(db, fake),
+        Dispatcher(InMemoryWorkQueue()),
+        clock=fake.clock,
+        watch_s=50,
+        lease_every_s=10,
+        sleep=fake.sleep,
+        monotonic=fake.monotonic,
+    )
+    sweep(remaining_s=lambda: 40 - fake.mono)  # 40 s left at its start: a pass starts with 15 s left at least
+    assert fake.slept == [10.0, 10.0]
+    assert Sweep(Watched(db, fake), Dispatcher(InMemoryWorkQueue()), sleep=fake.sleep)().leases_freed == 0
+    assert fake.slept == [10.0, 10.0]  # without watch_s: one look, no sleep

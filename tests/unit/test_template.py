@@ -170,6 +170,29 @@ def test_the_relay_and_the_sweeper_run_every_minute(template: dict[str, Any]) ->
         assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", "rate(1 minute)")
 
 
+def test_a_killed_executors_leases_are_closed_in_time_by_sweeps_that_never_overlap(template: dict[str, Any]) -> None:
+    from aitasks.application.maintenance import LEASE_PASS_S
+    from aitasks.settings import Settings
+
+    functions = resources(template, "AWS::Serverless::Function")
+    sweeper, executor = functions["SweeperFunction"], functions["ExecutorFunction"]
+    watch = float(sweeper["Environment"]["Variables"]["SWEEPER_WATCH_SECONDS"])
+    every = float(sweeper["Environment"]["Variables"]["SWEEPER_LEASE_INTERVAL_SECONDS"])
+    lease = float(executor["Environment"]["Variables"]["LEASE_SECONDS"])
+    # one sweep at a time, each over before the next minute's starts, with room for its last pass
+    assert sweeper["ReservedConcurrentExecutions"] == 1
+    assert watch < 60 and watch + LEASE_PASS_S <= sweeper["Timeout"]
+    # the leases are looked at every `every` seconds, across invocations too (the next starts a minute after this one)
+    assert 60 - watch <= every
+    # a killed executor's runs are closed within lease + every, leaving 10 s of the stated 40 s for the wake-up, the
+    # claim and a cold start (tests/chaos: the kill scenario)
+    assert lease + every <= 30
+    # the variables are settings the sweeper and the executor accept
+    for fn in (sweeper, executor):
+        variables = {k.lower(): v for k, v in fn["Environment"]["Variables"].items() if isinstance(v, str)}
+        Settings.model_validate(variables)
+
+
 def test_every_function_has_a_log_group_with_retention(template: dict[str, Any]) -> None:
     functions = set(resources(template, "AWS::Serverless::Function"))
     groups = resources(template, "AWS::Logs::LogGroup").values()

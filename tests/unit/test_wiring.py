@@ -1,4 +1,4 @@
-"""bootstrap's wiring of the executor from the settings (nothing connects: the builders are lazy)."""
+"""bootstrap's wiring of the executor and the sweeper from the settings (nothing connects: the builders are lazy)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ def test_the_executors_heartbeat_has_a_connection_of_its_own(environment: pytest
     assert bootstrap.heartbeat_connection() is not bootstrap.connection()
     assert bootstrap.heartbeat_connection()._conn is None  # opened by the first beat, not before
     assert (engine.max_pause_s, engine.account_pause_s) == (120, 600)
+
+
+def test_the_sweeper_watches_the_leases_only_when_told_to(environment: pytest.MonkeyPatch) -> None:
+    assert bootstrap.sweep().watch_s == 0  # one look, as tests and the CLI want it
+    environment.setenv("SWEEPER_WATCH_SECONDS", "50")
+    environment.setenv("SWEEPER_LEASE_INTERVAL_SECONDS", "10")
+    get_settings.cache_clear()
+    sweep = bootstrap.sweep()
+    assert (sweep.watch_s, sweep.lease_every_s, sweep.after_freeing) == (50, 10, bootstrap.publish_events_soon)

@@ -336,7 +336,16 @@ def prune() -> Prune:
 def sweep() -> Sweep:
     from aitasks.application.maintenance import Sweep
 
-    return Sweep(task_repository(), dispatcher(), prune(), grace_s=get_settings().sweeper_grace_seconds)
+    settings = get_settings()
+    return Sweep(
+        task_repository(),
+        dispatcher(),
+        prune(),
+        grace_s=settings.sweeper_grace_seconds,
+        watch_s=settings.sweeper_watch_seconds,
+        lease_every_s=settings.sweeper_lease_interval_seconds,
+        after_freeing=publish_events_soon,
+    )
 
 
 def list_tasks() -> ListTasks:

@@ -57,6 +57,12 @@ class Settings(BaseModel):
     event_bus_name: str | None = Field(default=None, description="the bus task events are published to")
     websocket_url: str | None = Field(default=None, description="the live-updates WebSocket stage (wss://...)")
     sweeper_grace_seconds: int = Field(default=120, ge=1, description="a due task's wake-up is re-sent after this")
+    sweeper_watch_seconds: float = Field(
+        default=0, ge=0, le=600, description="how long a sweep keeps closing expired leases (0: once)"
+    )
+    sweeper_lease_interval_seconds: float = Field(
+        default=10, gt=0, description="while it watches, a sweep closes expired leases this often"
+    )
     retention_enabled: bool = Field(default=False, description="the sweeper prunes finished tasks")
     retention_days: int = Field(default=30, ge=1, description="finished tasks are kept this long")
     outbox_retention_days: int = Field(default=7, ge=1, description="published events are kept this long")
