@@ -1072,3 +1072,40 @@ def test_the_sweeper_watches_only_while_its_invocation_has_time_for_a_pass(db: C
     assert fake.slept == [10.0, 10.0]
     assert Sweep(Watched(db, fake), Dispatcher(InMemoryWorkQueue()), sleep=fake.sleep)().leases_freed == 0
     assert fake.slept == [10.0, 10.0]  # without watch_s: one look, no sleep
+
+
+def test_a_rate_limited_models_wake_up_carries_the_slots_its_room_holds_and_its_invocation_runs_them_at_once(
+    db,
+) -> None:
+    # given: 12 tasks of a model whose tpm holds 10 of their calls a minute; each call takes a second
+    from aitasks.adapters.postgres import PostgresModelRepository
+    from aitasks.application.tasks import NewTask
+    from tests.integration.conftest import create_task
+
+    repo, wakeups = PostgresTaskRepository(db), InMemoryWorkQueue()
+    make = create_task(db, Dispatcher(InMemoryWorkQueue()))
+    slow = {"model": "fake-echo-1", "params": {"fake": {"latencyMs": 1000}}}
+    ids = [make(TenantId(T), NewTask(type="chat", payload={"prompt": f"p{i}", **slow})).id for i in range(12)]
+    rate = repo.get_by_id(ids[0]).rate_tokens
+    PostgresModelRepository(db).set_limits("fake-echo-1", rpm=None, tpm=10 * rate, now=datetime.now(UTC))
+    # when: an invocation of one wake-up claims its one slot (and has no time to claim again)
+    first = engine(db, queue_=wakeups)
+    soon = time.monotonic() + 0.5  # the calls take a second: past this, no new call could finish in time
+    report = first(deliveries(1)[:1], invocation_id="inv-1", remaining_s=lambda: 300 if time.monotonic() < soon else 5)
+    assert report.claimed == 1
+    # then: its claim saw room for 9 more calls and asked for them in one wake-up, now
+    asked = [m.wake for m in wakeups.sent if m.wake.slots]
+    assert [(w.slots, w.at is not None) for w in asked][:1] == [(9, True)]
+    # and the invocation that wake-up starts runs 9 calls at once (their attempts start together)
+    soon = time.monotonic() + 0.5
+    second = engine(db)(
+        [Delivery("m", "rh", asked[0])],
+        invocation_id="inv-2",
+        remaining_s=lambda: 300 if time.monotonic() < soon else 5,
+    )
+    assert second.claimed == 9
+    starts = sorted(
+        r["started_at"]
+        for r in db().execute("SELECT started_at FROM task_attempts WHERE task_id = ANY(%s)", (ids,)).fetchall()
+    )
+    assert starts[-1] - starts[1] < timedelta(seconds=0.5)  # one claim of nine, not one call after another

@@ -191,7 +191,8 @@ class Execute:
         due = [d for d in deliveries if not self._early(d.wake, now)]
         if not due:
             return BatchReport([])
-        slots = min(len(due), self.max_parallel)
+        # A wake-up a claim sent for a rate-limited model's room asks for the slots that room holds.
+        slots = min(sum(d.wake.slots or 1 for d in due), self.max_parallel)
         if remaining_s() - self.margin_s < self.ai_timeout_s:
             logger.warning("too little time left to start a model call: the wake-ups go back to the queue")
             return self._hand_back(due, HAND_BACK_DELAY_S)
@@ -497,13 +498,13 @@ class _Batch:
         self._wake_deferred([t for t in answered if t.status is not TaskStatus.RUNNING], now)
 
     def _wake_deferred(self, deferred: list[Task], now: datetime) -> None:
-        """Work a model's rate limit or pause held back gets a wake-up for when the limit lets it go (its wake-up was
-        spent here): one for the earliest. Work a budget held back waits for the budget (or the month) to change."""
-        limited = [t for t in deferred if t.deferred_for == "rate_limit" and t.deferred_until is not None]
-        if not limited:
-            return
-        first = min(limited, key=lambda t: t.deferred_until or now)
-        self.engine.dispatch.wake(WakeUp(tenant_id=first.tenant_id, task_id=first.id, at=first.deferred_until), now=now)
+        """The claim asks for a wake-up per model that needs one (it records them, so no other claim asks again): for
+        when a limited or paused model has room again, or now when it has room this claim's slots could not take, each
+        for as many slots as that room holds. Work a budget or a cap holds back runs as holds settle and slots free."""
+        for task in deferred:
+            if task.deferred_for == "rate_limit" and task.deferred_until is not None:
+                wake = WakeUp(tenant_id=task.tenant_id, task_id=task.id, at=task.deferred_until, slots=task.wake_slots)
+                self.engine.dispatch.wake(wake, now=now)
 
     def _start(self, task: Task, now: datetime) -> bool:
         """Start the task's model call on a thread of its own; False (logged) when it could not be started."""

@@ -492,6 +492,7 @@ class WakeUp(BaseModel):
     tenant_id: str | None = Field(default=None, alias="tenantId", min_length=1, max_length=200)
     task_id: UUID | None = Field(default=None, alias="taskId")
     at: AwareDatetime | None = Field(default=None, description="the due time it was sent for")
+    slots: int | None = Field(default=None, ge=1, le=10, description="runs the claim it causes may start (default 1)")
 
     def body(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
