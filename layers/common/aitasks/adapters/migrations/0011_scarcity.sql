@@ -272,6 +272,7 @@ DECLARE
     v_wake_slots integer[] := '{}';
     v_wake_found_slots integer[] := '{}';
     v_at timestamptz;
+    v_wnow timestamptz;
     v_left_calls integer;
     v_left_tokens bigint;
     v_slots integer;
@@ -284,6 +285,7 @@ DECLARE
     v_claimed uuid[] := '{}';
 BEGIN
     PERFORM FROM claim_gate FOR UPDATE;
+    v_wnow := p_now;  -- the rate windows' time: the caller's (tests and benchmarks drive it)
 
     -- 1. The models with a ready queue (two probes per model), each with its limits, pause and window.
     FOR mo_ IN
@@ -303,7 +305,7 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT count(*)::integer AS calls, COALESCE(sum(k.tokens), 0)::bigint AS tokens, min(k.at) AS oldest
             FROM model_calls k
-            WHERE k.model = ms.model_key AND k.at > p_now - rate_window() AND (l.rpm IS NOT NULL OR l.tpm IS NOT NULL)
+            WHERE k.model = ms.model_key AND k.at > v_wnow - rate_window() AND (l.rpm IS NOT NULL OR l.tpm IS NOT NULL)
         ) w ON true
         WHERE EXISTS (SELECT 1 FROM task_queues q WHERE q.model_key = ms.model_key AND q.ready_at <= p_now)
     LOOP
@@ -340,10 +342,10 @@ BEGIN
                 EXIT WHEN cardinality(v_take) >= p_limit OR v_until IS NOT NULL OR v_reads >= v_max_reads;
                 v_reads := v_reads + 1;
                 IF mo_.rpm IS NOT NULL AND v_calls >= mo_.rpm THEN
-                    v_until := COALESCE(mo_.oldest, p_now) + rate_window();
+                    v_until := COALESCE(mo_.oldest, v_wnow) + rate_window();
                     EXIT;
                 END IF;
-                IF mo_.rpm IS NOT NULL AND v_tat - v_tolerance > p_now THEN
+                IF mo_.rpm IS NOT NULL AND v_tat - v_tolerance > v_wnow THEN
                     v_until := v_tat - v_tolerance;
                     EXIT;
                 END IF;
@@ -399,7 +401,7 @@ BEGIN
                 END IF;
                 IF mo_.tpm IS NOT NULL AND v_tokens + hd_.rate_tokens > mo_.tpm THEN
                     -- the model's first in line waits for room: nobody overtakes it with fewer tokens
-                    v_until := COALESCE(mo_.oldest, p_now) + rate_window();
+                    v_until := COALESCE(mo_.oldest, v_wnow) + rate_window();
                     EXIT;
                 END IF;
                 v_take := v_take || hd_.id;
@@ -418,7 +420,7 @@ BEGIN
                 v_calls := v_calls + 1;
                 v_tokens := v_tokens + COALESCE(hd_.rate_tokens, 0);
                 IF mo_.rpm IS NOT NULL THEN
-                    v_tat := GREATEST(COALESCE(v_tat, p_now), p_now) + v_spacing;
+                    v_tat := GREATEST(COALESCE(v_tat, v_wnow), v_wnow) + v_spacing;
                 END IF;
                 v_pass_took := v_pass_took + 1;
             END LOOP;
@@ -585,13 +587,15 @@ BEGIN
         WHERE tq.tenant_id = e.tenant AND tq.model_key = e.model AND tq.gen = e.gen;
     END IF;
 
-    IF cardinality(v_claimed) > 0 THEN
+    IF true = ANY(v_take_limited) AND cardinality(v_claimed) > 0 THEN
         INSERT INTO model_calls (model, at, tokens, task_id, attempt_no)
-        SELECT pick.model, p_now, pick.tokens, pick.id, pick.attempt
+        SELECT pick.model, v_wnow, pick.tokens, pick.id, pick.attempt
         FROM unnest(v_take, v_take_model, v_take_tokens, v_take_attempt, v_take_limited)
              AS pick (id, model, tokens, attempt, limited)
         WHERE pick.limited AND pick.id = ANY(v_claimed);
+    END IF;
 
+    IF cardinality(v_claimed) > 0 THEN
         INSERT INTO tenant_spend (tenant_id, period, model, reserved_usd)
         SELECT pick.tenant, v_period, pick.model, sum(pick.hold)
         FROM unnest(v_take, v_take_tenant, v_take_model, v_take_hold) AS pick (id, tenant, model, hold)
@@ -774,11 +778,12 @@ BEGIN
         RETURN;
     END IF;
 
-    -- retries: their queues are ready at their retry time
-    PERFORM ready_queues(array_agg(d.tenant_id), array_agg(d.model_key), array_agg(d.available_at))
-    FROM jsonb_to_recordset(v_done) AS d (tenant_id text, model_key text, status text, available_at timestamptz)
-    WHERE d.status = 'failed'
-    HAVING count(*) > 0;
+    -- retries: their queues are ready at their retry time (each step below only when it has something to do)
+    IF v_done @? '$[*] ? (@.status == "failed")' THEN
+        PERFORM ready_queues(array_agg(d.tenant_id), array_agg(d.model_key), array_agg(d.available_at))
+        FROM jsonb_to_recordset(v_done) AS d (tenant_id text, model_key text, status text, available_at timestamptz)
+        WHERE d.status = 'failed';
+    END IF;
 
     -- the tenants' months: each hold released, each charge spent
     PERFORM 1 FROM tenant_spend s
@@ -802,6 +807,7 @@ BEGIN
     WHERE tenant_spend.tenant_id = x.tenant_id AND tenant_spend.period = x.period AND tenant_spend.model = x.model;
 
     -- a provider's 429 (or an account's refusal) with a wait: no run of that model starts before it, whoever's
+    IF v_done @? '$[*] ? (@.pause_until != null)' THEN
     INSERT INTO model_limits AS l (model, paused_until, updated_at)
     SELECT d.model_key, max(d.pause_until), p_now
     FROM jsonb_to_recordset(v_done) AS d (model_key text, pause_until timestamptz)
@@ -810,11 +816,15 @@ BEGIN
     ORDER BY d.model_key
     ON CONFLICT (model) DO UPDATE
     SET paused_until = GREATEST(l.paused_until, EXCLUDED.paused_until), updated_at = EXCLUDED.updated_at;
+    END IF;
 
-    -- the rate window: a call that reported its usage counts what it really used
-    UPDATE model_calls k SET tokens = d.tokens_in + d.tokens_out
-    FROM jsonb_to_recordset(v_done) AS d (id uuid, attempt_no smallint, tokens_in integer, tokens_out integer)
-    WHERE k.task_id = d.id AND k.attempt_no = d.attempt_no AND d.tokens_in IS NOT NULL AND d.tokens_out IS NOT NULL;
+    -- the rate window: a call that reported its usage counts what it really used (only models with limits have rows)
+    IF EXISTS (SELECT 1 FROM model_limits l WHERE l.model IN (SELECT e ->> 'model_key' FROM jsonb_array_elements(v_done) e)
+               AND (l.rpm IS NOT NULL OR l.tpm IS NOT NULL)) THEN
+        UPDATE model_calls k SET tokens = d.tokens_in + d.tokens_out
+        FROM jsonb_to_recordset(v_done) AS d (id uuid, attempt_no smallint, tokens_in integer, tokens_out integer)
+        WHERE k.task_id = d.id AND k.attempt_no = d.attempt_no AND d.tokens_in IS NOT NULL AND d.tokens_out IS NOT NULL;
+    END IF;
 
     RETURN QUERY SELECT t.* FROM tasks t WHERE t.id IN (SELECT (e ->> 'id')::uuid FROM jsonb_array_elements(v_done) e);
 END
