@@ -287,7 +287,10 @@ def render(results: dict[str, Any]) -> str:
     add(f"| PostgreSQL | {meta['postgres']} |")
     add(f"| packages | {', '.join(f'{k} {v}' for k, v in meta['packages'].items())} |")
     add(f"| mode | {meta['mode']}; the whole run took {meta.get('seconds', '?')} s |")
-    add(f"| load | load average {meta.get('load', '?')} at the start (the machine is shared) |\n")
+    add(f"| load | load average {meta.get('load', '?')} at the start (the machine is shared) |")
+    if meta.get("note"):
+        add(f"| runs | {meta['note']} |")
+    add("")
 
     add("## Targets\n")
     add("| scenario | target | measured | |\n|---|---|---|---|")
