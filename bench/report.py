@@ -555,7 +555,7 @@ def _scarcity_why(r: dict[str, Any]) -> list[str]:
         counted = (tpm.get("database") or {}).get("tokens_counted_per_call")
         notes.append(
             f"**7. scarcity, tpm**: {_pct(tpm['utilisation'])} of the tpm used; a call counts "
-            f"{tpm['tokens_per_call']:,} tokens as the provider estimates it"
+            f"{tpm.get('tokens_per_call') or 0:,} tokens as the provider estimates it"
             + (f", and the claim counted {counted:,} per call" if counted else "")
             + "."
         )
