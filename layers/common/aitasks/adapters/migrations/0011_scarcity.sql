@@ -126,6 +126,9 @@ AS $$
     SELECT weight FROM tenant_policy(p_tenant)
 $$;
 
+-- 0009's tenant_committed (spent + reserved in one number) is replaced by tenant_month, which keeps the two apart.
+DROP FUNCTION tenant_committed(text, date);
+
 -- What a tenant's month has spent and what its running attempts hold.
 CREATE FUNCTION tenant_month(p_tenant text, p_period date, OUT spent numeric, OUT reserved numeric)
     LANGUAGE sql STABLE
@@ -272,7 +275,6 @@ DECLARE
     v_wake_slots integer[] := '{}';
     v_wake_found_slots integer[] := '{}';
     v_at timestamptz;
-    v_wnow timestamptz;
     v_left_calls integer;
     v_left_tokens bigint;
     v_slots integer;
@@ -285,7 +287,6 @@ DECLARE
     v_claimed uuid[] := '{}';
 BEGIN
     PERFORM FROM claim_gate FOR UPDATE;
-    v_wnow := p_now;  -- the rate windows' time: the caller's (tests and benchmarks drive it)
 
     -- 1. The models with a ready queue (two probes per model), each with its limits, pause and window.
     FOR mo_ IN
@@ -305,7 +306,7 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT count(*)::integer AS calls, COALESCE(sum(k.tokens), 0)::bigint AS tokens, min(k.at) AS oldest
             FROM model_calls k
-            WHERE k.model = ms.model_key AND k.at > v_wnow - rate_window() AND (l.rpm IS NOT NULL OR l.tpm IS NOT NULL)
+            WHERE k.model = ms.model_key AND k.at > p_now - rate_window() AND (l.rpm IS NOT NULL OR l.tpm IS NOT NULL)
         ) w ON true
         WHERE EXISTS (SELECT 1 FROM task_queues q WHERE q.model_key = ms.model_key AND q.ready_at <= p_now)
     LOOP
@@ -342,10 +343,10 @@ BEGIN
                 EXIT WHEN cardinality(v_take) >= p_limit OR v_until IS NOT NULL OR v_reads >= v_max_reads;
                 v_reads := v_reads + 1;
                 IF mo_.rpm IS NOT NULL AND v_calls >= mo_.rpm THEN
-                    v_until := COALESCE(mo_.oldest, v_wnow) + rate_window();
+                    v_until := COALESCE(mo_.oldest, p_now) + rate_window();
                     EXIT;
                 END IF;
-                IF mo_.rpm IS NOT NULL AND v_tat - v_tolerance > v_wnow THEN
+                IF mo_.rpm IS NOT NULL AND v_tat - v_tolerance > p_now THEN
                     v_until := v_tat - v_tolerance;
                     EXIT;
                 END IF;
@@ -401,7 +402,7 @@ BEGIN
                 END IF;
                 IF mo_.tpm IS NOT NULL AND v_tokens + hd_.rate_tokens > mo_.tpm THEN
                     -- the model's first in line waits for room: nobody overtakes it with fewer tokens
-                    v_until := COALESCE(mo_.oldest, v_wnow) + rate_window();
+                    v_until := COALESCE(mo_.oldest, p_now) + rate_window();
                     EXIT;
                 END IF;
                 v_take := v_take || hd_.id;
@@ -420,7 +421,7 @@ BEGIN
                 v_calls := v_calls + 1;
                 v_tokens := v_tokens + COALESCE(hd_.rate_tokens, 0);
                 IF mo_.rpm IS NOT NULL THEN
-                    v_tat := GREATEST(COALESCE(v_tat, v_wnow), v_wnow) + v_spacing;
+                    v_tat := GREATEST(COALESCE(v_tat, p_now), p_now) + v_spacing;
                 END IF;
                 v_pass_took := v_pass_took + 1;
             END LOOP;
@@ -589,7 +590,7 @@ BEGIN
 
     IF true = ANY(v_take_limited) AND cardinality(v_claimed) > 0 THEN
         INSERT INTO model_calls (model, at, tokens, task_id, attempt_no)
-        SELECT pick.model, v_wnow, pick.tokens, pick.id, pick.attempt
+        SELECT pick.model, p_now, pick.tokens, pick.id, pick.attempt
         FROM unnest(v_take, v_take_model, v_take_tokens, v_take_attempt, v_take_limited)
              AS pick (id, model, tokens, attempt, limited)
         WHERE pick.limited AND pick.id = ANY(v_claimed);
